@@ -1,0 +1,425 @@
+//! The HTTP/1.1 exchange engine: received bytes in, response bytes out.
+//!
+//! A worker (or a thread of the comparison I/O models) calls [`process`] with the bytes a
+//! connection has received so far. It answers every complete request in order (pipelining),
+//! appending responses to `output`, and says what the I/O layer should do next
+//! ([`Progress`]): read more (and which timeout applies), write first, or close. It keeps
+//! the little state a half-received request needs in [`Exchange`], which travels with the
+//! connection by value. It owns no socket and reads no clock (the caller passes the time);
+//! it never blocks.
+
+use std::time::SystemTime;
+
+use crate::http::request::{parse_head, BodyFraming, HeadError, RequestHead};
+use crate::http::response::ResponseWriter;
+use crate::http::{ChunkError, ChunkedDecoder};
+use crate::routes::{self, App, Reply, Request, Route};
+use crate::stats::bump;
+
+/// Past this much pending output, stop answering pipelined requests until it is written:
+/// a client that sends but never reads cannot make the server buffer without bound.
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+/// Which timeout applies while waiting for more bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing of a request received: keep-alive idle.
+    Idle,
+    /// Part of a request head received.
+    Head,
+    /// Head complete, body still arriving.
+    Body,
+}
+
+/// What the I/O layer does after [`process`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Write `output`, then read; call again once the input holds at least `min_len` bytes.
+    NeedMore { phase: Phase, min_len: usize },
+    /// Output passed the high-water mark with complete requests left in the input: write
+    /// it, then call again without reading.
+    WriteFirst,
+    /// Write `output`, then close. `linger` when the client may still be sending (a refused
+    /// body): half-close and drain briefly instead of resetting the connection, so the
+    /// client gets to read the error.
+    Close { linger: bool },
+}
+
+/// Per-connection HTTP state between two calls: a request whose head is parsed but whose
+/// body has not fully arrived. Boxed so an idle connection holds one null pointer.
+#[derive(Default, Debug)]
+pub struct Exchange {
+    pending: Option<Box<Pending>>,
+}
+
+impl Exchange {
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_none()
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    head_len: usize,
+    body: PendingBody,
+    route: Route,
+}
+
+#[derive(Debug)]
+enum PendingBody {
+    Length(usize),
+    Chunked(ChunkedDecoder),
+}
+
+/// Per-thread scratch: reused buffers so a steady-state request allocates nothing.
+pub struct Local {
+    pub writer: ResponseWriter,
+    pub body: Vec<u8>,
+    pub now: SystemTime,
+}
+
+impl Local {
+    pub fn new(instance: u32) -> Self {
+        Local {
+            writer: ResponseWriter::new(instance),
+            body: Vec::new(),
+            now: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// Sets the time used for `Date` headers and default timestamps of this call.
+    pub fn set_time(&mut self, now: SystemTime) {
+        self.now = now;
+        self.writer.set_time(now);
+    }
+}
+
+/// Answers every complete request at the front of `input`; see the module docs.
+/// `closing` asks for `Connection: close` on the next response (graceful shutdown).
+pub fn process(
+    app: &App,
+    local: &mut Local,
+    ex: &mut Exchange,
+    input: &mut Vec<u8>,
+    output: &mut Vec<u8>,
+    closing: bool,
+) -> Progress {
+    let limits = (app.config.max_header_bytes, app.config.max_body_bytes);
+    loop {
+        let Some(mut pending) = ex.pending.take() else {
+            // A new request starts at input[0].
+            if input.is_empty() {
+                return Progress::NeedMore {
+                    phase: Phase::Idle,
+                    min_len: 1,
+                };
+            }
+            if output.len() >= OUTPUT_HIGH_WATER {
+                return Progress::WriteFirst;
+            }
+            match start_request(app, local, input, output, closing, limits) {
+                Step::Continue => continue,
+                Step::Wait(p, progress) => {
+                    ex.pending = p;
+                    return progress;
+                }
+                Step::Stop(progress) => return progress,
+                Step::Resume(p) => {
+                    ex.pending = Some(p);
+                    continue;
+                }
+            }
+        };
+        // A request whose head we already accepted: is its body complete now?
+        let (body_range, consumed) = match &mut pending.body {
+            PendingBody::Length(n) => {
+                let end = pending.head_len + *n;
+                if input.len() < end {
+                    let min_len = end;
+                    ex.pending = Some(pending);
+                    return Progress::NeedMore {
+                        phase: Phase::Body,
+                        min_len,
+                    };
+                }
+                (pending.head_len..end, end)
+            }
+            PendingBody::Chunked(dec) => match dec.decode(input, limits.1) {
+                Ok(true) => (dec.body_range(), dec.consumed()),
+                Ok(false) => {
+                    let min_len = input.len() + 1;
+                    ex.pending = Some(pending);
+                    return Progress::NeedMore {
+                        phase: Phase::Body,
+                        min_len,
+                    };
+                }
+                Err(e) => {
+                    let (status, msg) = match e {
+                        ChunkError::TooLarge => (413, too_large_message(limits.1)),
+                        ChunkError::Malformed(m) => (400, m.to_string()),
+                    };
+                    let v2 = pending.route.is_v2();
+                    respond_error(app, local, output, v2, status, &msg);
+                    input.clear();
+                    return Progress::Close { linger: true };
+                }
+            },
+        };
+        // The head is still at the front of the input, untouched by the body decoding.
+        let head = match parse_head(&input[..pending.head_len], limits.0) {
+            Ok(Some(h)) => h,
+            _ => {
+                // Cannot happen: these bytes parsed before. Refuse rather than guess.
+                respond_error(app, local, output, false, 500, "internal framing error");
+                input.clear();
+                return Progress::Close { linger: false };
+            }
+        };
+        let keep = answer(
+            app,
+            local,
+            output,
+            pending.route,
+            &head,
+            &input[body_range],
+            closing,
+        );
+        input.drain(..consumed);
+        if !keep {
+            input.clear();
+            return Progress::Close { linger: false };
+        }
+    }
+}
+
+enum Step {
+    /// A request was answered; look at the next.
+    Continue,
+    /// Waiting for more bytes (state to keep, progress to report).
+    Wait(Option<Box<Pending>>, Progress),
+    /// Stop with this progress (close).
+    Stop(Progress),
+    /// Body bytes came with the head: go straight on to decoding them.
+    Resume(Box<Pending>),
+}
+
+fn start_request(
+    app: &App,
+    local: &mut Local,
+    input: &mut Vec<u8>,
+    output: &mut Vec<u8>,
+    closing: bool,
+    (max_header, max_body): (usize, usize),
+) -> Step {
+    let head = match parse_head(input, max_header) {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            return Step::Wait(
+                None,
+                Progress::NeedMore {
+                    phase: Phase::Head,
+                    min_len: input.len() + 1,
+                },
+            )
+        }
+        Err(e) => {
+            bump(&app.stats.requests.requests_total, 1);
+            let v2 = input.starts_with(b"POST /api/v2/");
+            respond_head_error(app, local, output, v2, e);
+            input.clear();
+            return Step::Stop(Progress::Close { linger: true });
+        }
+    };
+    bump(&app.stats.requests.requests_total, 1);
+    let head_len = head.head_len;
+    let body_len = match head.framing {
+        BodyFraming::None => Some(0),
+        BodyFraming::Length(n) => Some(n),
+        BodyFraming::Chunked => None,
+    };
+    if let Some(n) = body_len {
+        if n > max_body as u64 {
+            let v2 = routes::is_v2_path(head.path);
+            respond_error(app, local, output, v2, 413, &too_large_message(max_body));
+            input.clear();
+            return Step::Stop(Progress::Close { linger: true });
+        }
+    }
+    // Decide from the head alone: auth, route, method, whether a body is welcome.
+    let route = match routes::admit(app, &head, &mut local.body) {
+        Ok(route) => route,
+        Err(reply) => {
+            // The body (if any) will not be read. When it is already all here, skip it and
+            // keep the connection; otherwise the connection cannot be reused.
+            let whole = body_len.is_some_and(|n| input.len() as u64 >= head_len as u64 + n);
+            let keep = whole && head.keep_alive && !closing && !reply.close;
+            let head_only = head.method == crate::http::Method::Head;
+            write_reply(local, output, &reply, keep, head.version, head_only);
+            app.stats.count_response(reply.status);
+            if keep {
+                let skip = head_len + body_len.unwrap_or(0) as usize;
+                input.drain(..skip);
+                return Step::Continue;
+            }
+            input.clear();
+            return Step::Stop(Progress::Close {
+                linger: body_len != Some(0),
+            });
+        }
+    };
+    match body_len {
+        Some(0) => {
+            let keep = answer(app, local, output, route, &head, &[], closing);
+            input.drain(..head_len);
+            if keep {
+                Step::Continue
+            } else {
+                input.clear();
+                Step::Stop(Progress::Close { linger: false })
+            }
+        }
+        Some(n) => {
+            let n = n as usize;
+            let end = head_len + n;
+            if input.len() >= end {
+                let keep = answer(
+                    app,
+                    local,
+                    output,
+                    route,
+                    &head,
+                    &input[head_len..end],
+                    closing,
+                );
+                input.drain(..end);
+                if keep {
+                    return Step::Continue;
+                }
+                input.clear();
+                return Step::Stop(Progress::Close { linger: false });
+            }
+            if head.expect_continue && input.len() == head_len {
+                ResponseWriter::write_continue(output);
+                app.stats.count_response(100);
+            }
+            Step::Wait(
+                Some(Box::new(Pending {
+                    head_len,
+                    body: PendingBody::Length(n),
+                    route,
+                })),
+                Progress::NeedMore {
+                    phase: Phase::Body,
+                    min_len: end,
+                },
+            )
+        }
+        None => {
+            if head.expect_continue && input.len() == head_len {
+                ResponseWriter::write_continue(output);
+                app.stats.count_response(100);
+            }
+            let pending = Box::new(Pending {
+                head_len,
+                body: PendingBody::Chunked(ChunkedDecoder::new(head_len)),
+                route,
+            });
+            if input.len() > head_len {
+                // Chunks came with the head: decode them now rather than wait for a read
+                // that may never come.
+                Step::Resume(pending)
+            } else {
+                Step::Wait(
+                    Some(pending),
+                    Progress::NeedMore {
+                        phase: Phase::Body,
+                        min_len: head_len + 1,
+                    },
+                )
+            }
+        }
+    }
+}
+
+/// Runs the route for a complete request and writes its response. Returns whether the
+/// connection stays open.
+fn answer(
+    app: &App,
+    local: &mut Local,
+    output: &mut Vec<u8>,
+    route: Route,
+    head: &RequestHead<'_>,
+    body: &[u8],
+    closing: bool,
+) -> bool {
+    local.body.clear();
+    let req = Request { head, body };
+    let reply = routes::handle(app, local, route, &req);
+    let keep = head.keep_alive && !closing && !reply.close;
+    let head_only = head.method == crate::http::Method::Head;
+    write_reply(local, output, &reply, keep, head.version, head_only);
+    app.stats.count_response(reply.status);
+    keep
+}
+
+/// Encodes `reply` (its body is in `local.body`).
+fn write_reply(
+    local: &mut Local,
+    output: &mut Vec<u8>,
+    reply: &Reply,
+    keep: bool,
+    version: crate::http::Version,
+    head_only: bool,
+) {
+    let connection = match (keep, version) {
+        (false, _) => Some("close"),
+        (true, crate::http::Version::Http10) => Some("keep-alive"),
+        (true, crate::http::Version::Http11) => None,
+    };
+    let extra: Vec<(&str, &[u8])> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_slice()))
+        .collect();
+    let body = reply.has_body.then_some(local.body.as_slice());
+    local.writer.write(
+        output,
+        reply.status,
+        connection,
+        reply.content_type,
+        &extra,
+        body,
+        head_only,
+    );
+}
+
+fn too_large_message(max_body: usize) -> String {
+    format!("request body too large (limit {} bytes)", max_body)
+}
+
+fn respond_head_error(app: &App, local: &mut Local, output: &mut Vec<u8>, v2: bool, e: HeadError) {
+    respond_error(app, local, output, v2, e.status(), e.message());
+}
+
+/// Writes an error response that closes the connection.
+fn respond_error(
+    app: &App,
+    local: &mut Local,
+    output: &mut Vec<u8>,
+    v2: bool,
+    status: u16,
+    message: &str,
+) {
+    local.body.clear();
+    let reply = routes::error_reply(v2, status, message, None, &mut local.body);
+    write_reply(
+        local,
+        output,
+        &reply,
+        false,
+        crate::http::Version::Http11,
+        false,
+    );
+    app.stats.count_response(status);
+}

@@ -1,0 +1,14 @@
+//! Pure HTTP/1.1: request heads (via `httparse`), body framing (Content-Length and chunked,
+//! decoded in place), response encoding.
+//!
+//! Nothing here touches a socket, a clock or a thread: functions take byte slices (and the
+//! time, when a `Date` header needs it) and return values or errors. That is what lets the
+//! same code serve all three I/O models and be tested with plain byte strings.
+
+pub mod chunked;
+pub mod request;
+pub mod response;
+
+pub use chunked::{ChunkError, ChunkedDecoder};
+pub use request::{parse_head, BodyFraming, HeadError, Method, RequestHead, Version};
+pub use response::{reason, ResponseWriter};

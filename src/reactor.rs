@@ -1,0 +1,854 @@
+//! The reactor: one thread, one `mio::Poll`, the listener and every connection.
+//!
+//! It owns the `Poll`, the listener, the connection slab (slab key = `Token`), the timer
+//! wheel and a small pool of buffers; nobody else touches them. Its job is I/O only:
+//!
+//! * **accept** — when the listener is readable, accept until `WouldBlock`, so the kernel's
+//!   accept queue is emptied every time it is looked at (a backlog only overflows when the
+//!   drain is slower than arrivals, and this drain is a tight loop of `accept4` calls);
+//! * **read** — on readiness, read until the socket is drained, then hand the bytes *by
+//!   value* to a worker (at most one job per connection in flight);
+//! * **write** — when a worker's completion comes back (one `Waker` wake per batch), write
+//!   the response until the kernel pushes back; only then register `WRITABLE` interest;
+//! * **deadlines** — header, body, idle, write and linger timeouts from the timer wheel.
+//!
+//! It must never block, sleep or parse: a slow step here stalls every connection. Reading
+//! stops while a connection has a job out or unwritten output, which is the backpressure
+//! that keeps a client that never reads from growing server memory.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::connection::{flags, Connection, State, WriteOutcome};
+use crate::exchange::{Phase, Progress};
+use crate::http::ResponseWriter;
+use crate::log_limit::LogLimiter;
+use crate::routes::App;
+use crate::stats::{bump, Stats};
+use crate::timer::TimerWheel;
+use crate::worker_pool::{Done, Job, WorkerPool};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Most bytes read from one connection per readiness pass; the rest waits for the next loop
+/// turn so one fast sender cannot starve the others.
+const READ_BUDGET: usize = 256 * 1024;
+/// Most connections accepted per loop turn before serving the rest (the drain resumes on
+/// the next turn without waiting for a new readiness event).
+const ACCEPT_BUDGET: usize = 4096;
+/// How long a refused or finished connection may keep sending before we close it anyway.
+const LINGER: Duration = Duration::from_secs(2);
+/// Pause before accepting again when out of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Connections over `--max-connections` still get a slot for their 503 and linger, up to
+/// this many; beyond it they are closed right after the 503 is attempted.
+const REJECT_SLACK: usize = 1024;
+/// Timer wheel resolution.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Recycles read/write buffers so steady-state requests allocate nothing, while idle
+/// connections hold none. Bounded, so its footprint is a constant, not per connection.
+struct BufPool {
+    small: Vec<Vec<u8>>,
+    large: Vec<Vec<u8>>,
+}
+
+const SMALL_BUF: usize = 8 * 1024;
+const SMALL_POOLED: usize = 64;
+const LARGE_MAX: usize = 1 << 20;
+const LARGE_POOLED: usize = 4;
+
+impl BufPool {
+    fn take(&mut self) -> Vec<u8> {
+        self.small
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(SMALL_BUF))
+    }
+
+    fn give(&mut self, mut v: Vec<u8>) {
+        let cap = v.capacity();
+        if cap < SMALL_BUF / 2 {
+            return;
+        }
+        v.clear();
+        if cap <= 2 * SMALL_BUF {
+            if self.small.len() < SMALL_POOLED {
+                self.small.push(v);
+            }
+        } else if cap <= LARGE_MAX && self.large.len() < LARGE_POOLED {
+            self.large.push(v);
+        }
+    }
+
+    /// A buffer able to hold `want` bytes without growing, if one is pooled.
+    fn take_for(&mut self, want: usize) -> Vec<u8> {
+        if want > 2 * SMALL_BUF {
+            if let Some(i) = self.large.iter().position(|b| b.capacity() >= want) {
+                return self.large.swap_remove(i);
+            }
+        }
+        self.take()
+    }
+}
+
+pub struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Connection>,
+    pool: WorkerPool,
+    app: Arc<App>,
+    timers: TimerWheel,
+    outbox: Vec<Job>,
+    done: Vec<Done>,
+    /// Connections that stopped reading on their budget: (key, generation).
+    ready: Vec<(usize, u32)>,
+    /// The accept drain stopped on its budget: resume next turn.
+    accept_pending: bool,
+    expired: Vec<usize>,
+    buffers: BufPool,
+    next_generation: u32,
+    accept_paused_until: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    signals: Signals,
+    writer: ResponseWriter,
+    discard: Vec<u8>,
+    warn_fd: LogLimiter,
+    warn_limit: LogLimiter,
+}
+
+fn stats(app: &App) -> &Stats {
+    &app.stats
+}
+
+impl Reactor {
+    /// Wires the listener, the worker pool's waker and the signal source into one `Poll`.
+    pub fn new(listener: std::net::TcpListener, app: Arc<App>) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+        let mut signals =
+            Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let pool = WorkerPool::start(app.config.workers, Arc::clone(&app), waker)?;
+        let now = Instant::now();
+        Ok(Reactor {
+            poll,
+            listener: Some(listener),
+            conns: Slab::with_capacity(app.config.max_connections.min(1 << 16)),
+            pool,
+            timers: TimerWheel::new(TICK, now),
+            outbox: Vec::with_capacity(256),
+            done: Vec::with_capacity(256),
+            ready: Vec::new(),
+            accept_pending: false,
+            expired: Vec::new(),
+            buffers: BufPool {
+                small: Vec::new(),
+                large: Vec::new(),
+            },
+            next_generation: 0,
+            accept_paused_until: None,
+            shutdown_deadline: None,
+            signals,
+            writer: ResponseWriter::new(0),
+            discard: vec![0; 16 * 1024],
+            warn_fd: LogLimiter::new(Duration::from_secs(10)),
+            warn_limit: LogLimiter::new(Duration::from_secs(10)),
+            app,
+        })
+    }
+
+    /// Runs until a graceful shutdown completes (or its deadline passes), then stops the
+    /// worker pool. Returns the number of connections force-closed at the deadline.
+    pub fn run(mut self) -> io::Result<usize> {
+        let mut events = Events::with_capacity(1024);
+        let mut forced = 0;
+        loop {
+            let mut timeout = self.poll_timeout(Instant::now());
+            let parked = timeout != Some(Duration::ZERO) && self.pool.park();
+            if !parked {
+                timeout = Some(Duration::ZERO);
+            }
+            let polled = self.poll.poll(&mut events, timeout);
+            if parked {
+                self.pool.unpark();
+            }
+            if let Err(e) = polled {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            if !events.is_empty() {
+                log::trace!("poll returned {} events", events.iter().count());
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_all(now),
+                    WAKER => {}
+                    SIGNALS => self.on_signal(now),
+                    Token(key) => self.on_conn_event(key, ev, now),
+                }
+            }
+            self.drain_completions(now);
+            self.serve_ready(now);
+            if self.accept_pending {
+                self.accept_all(now);
+            }
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.accept_all(now);
+            }
+            self.expire_timers(now);
+            self.pool.submit(&mut self.outbox);
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() {
+                    break;
+                }
+                if now >= deadline {
+                    forced = self.conns.len();
+                    log::warn!(
+                        "shutdown timeout: closing {} connections still in progress",
+                        forced
+                    );
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        self.close(key, "shutdown timeout", now);
+                    }
+                    break;
+                }
+            }
+        }
+        // Completions still in flight carry no acknowledged data that isn't already queued
+        // (a 204 is only produced after the queue took the points), so dropping them loses
+        // nothing a client was told.
+        self.pool.shutdown();
+        Ok(forced)
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.ready.is_empty() || self.accept_pending || !self.outbox.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.timers.next_deadline();
+        for t in [self.accept_paused_until, self.shutdown_deadline]
+            .into_iter()
+            .flatten()
+        {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        next.map(|t| t.saturating_duration_since(now))
+    }
+
+    // ----- accept ---------------------------------------------------------------------
+
+    fn accept_all(&mut self, now: Instant) {
+        self.accept_pending = false;
+        if self.accept_paused_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        let mut batch = 0usize;
+        loop {
+            if batch >= ACCEPT_BUDGET {
+                self.accept_pending = true;
+                break;
+            }
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    batch += 1;
+                    self.admit(stream, peer, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_fd_exhaustion(&e) => {
+                    bump(&stats(&self.app).io.accept_errors, 1);
+                    // The pending connections stay queued in the kernel; try again shortly
+                    // (or as soon as a connection closes) instead of spinning on EMFILE.
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    if let Some(suppressed) = self.warn_fd.check(now) {
+                        log::warn!(
+                            "accept failed: {} ({} open connections); pausing accepts for {:?} ({} similar warnings suppressed)",
+                            e,
+                            self.conns.len(),
+                            ACCEPT_PAUSE,
+                            suppressed
+                        );
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends: that one connection is gone; go on.
+                    bump(&stats(&self.app).io.accept_errors, 1);
+                    log::debug!("accept failed: {}", e);
+                }
+            }
+        }
+        self.listener = Some(listener);
+        if batch > 0 {
+            stats(&self.app).note_accept_batch(batch as u64);
+            log::trace!("accepted {} connections in one drain", batch);
+        }
+    }
+
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let st = stats(&self.app);
+        bump(&st.io.connections_accepted, 1);
+        let over_limit = self.conns.len() >= self.app.config.max_connections;
+        if over_limit {
+            bump(&st.io.connections_rejected_over_limit, 1);
+            if let Some(suppressed) = self.warn_limit.check(now) {
+                log::warn!(
+                    "--max-connections {} reached: answering new connections 503 ({} similar warnings suppressed)",
+                    self.app.config.max_connections,
+                    suppressed
+                );
+            }
+            if self.conns.len() >= self.app.config.max_connections + REJECT_SLACK {
+                // No room even to linger: try the 503 once and close.
+                let mut stream = stream;
+                let mut out = Vec::with_capacity(512);
+                self.encode_error(503, "too many open connections", &mut out, true);
+                let _ = io::Write::write(&mut stream, &out);
+                log::debug!("closed peer={} reason=over connection limit", peer);
+                return;
+            }
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.next_generation;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = Connection::new(stream, peer, generation);
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut conn.stream, Token(key), Interest::READABLE)
+        {
+            log::debug!("closed peer={} reason=register failed: {}", peer, e);
+            return;
+        }
+        entry.insert(conn);
+        st.io.connections_active.store(
+            self.conns.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        log::debug!("accepted token={} peer={}", key, peer);
+        if over_limit {
+            let mut out = self.buffers.take();
+            self.encode_error(503, "too many open connections", &mut out, true);
+            let c = &mut self.conns[key];
+            c.output = out;
+            c.set(flags::CLOSE_AFTER_WRITE | flags::LINGER_AFTER_WRITE);
+            self.write_conn(key, now);
+        } else {
+            self.timers
+                .arm(&mut self.conns, key, now + self.app.config.idle_timeout);
+        }
+    }
+
+    /// An error response the reactor itself sends (408, 503): encoding only, no parsing.
+    fn encode_error(&mut self, status: u16, message: &str, out: &mut Vec<u8>, retry_after: bool) {
+        let mut body = Vec::with_capacity(96);
+        let reply = crate::routes::error_reply(false, status, message, None, &mut body);
+        let mut extra: Vec<(&str, &[u8])> = reply
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_slice()))
+            .collect();
+        if retry_after {
+            extra.push(("Retry-After", b"1"));
+        }
+        self.writer.set_time(SystemTime::now());
+        self.writer.write(
+            out,
+            status,
+            Some("close"),
+            reply.content_type,
+            &extra,
+            Some(&body),
+            false,
+        );
+        stats(&self.app).count_response(status);
+    }
+
+    // ----- readiness ------------------------------------------------------------------
+
+    fn on_conn_event(&mut self, key: usize, ev: &mio::event::Event, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        log::trace!(
+            "token={} readable={} writable={} read_closed={} error={}",
+            key,
+            ev.is_readable(),
+            ev.is_writable(),
+            ev.is_read_closed(),
+            ev.is_error()
+        );
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            c.set(flags::READABLE);
+        }
+        if ev.is_read_closed() || ev.is_error() {
+            c.set(flags::PEER_FIN);
+        }
+        if ev.is_writable() && c.has(flags::WANT_WRITE) {
+            self.write_conn(key, now);
+        }
+        self.read_conn(key, now);
+    }
+
+    fn serve_ready(&mut self, now: Instant) {
+        if self.ready.is_empty() {
+            return;
+        }
+        let ready = std::mem::take(&mut self.ready);
+        for &(key, generation) in &ready {
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.generation == generation)
+            {
+                self.read_conn(key, now);
+            }
+        }
+    }
+
+    fn read_conn(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !c.has(flags::READABLE) {
+            return;
+        }
+        if c.state == State::Lingering {
+            match c.discard_input(&mut self.discard) {
+                Ok(r) => {
+                    bump(&stats(&self.app).io.bytes_read, r.bytes as u64);
+                    c.clear(flags::READABLE);
+                    if r.eof {
+                        self.close(key, "closed after final response", now);
+                    }
+                }
+                Err(e) => self.close(key, &format!("error while lingering: {}", e), now),
+            }
+            return;
+        }
+        if c.has(flags::IN_FLIGHT) || c.has(flags::READ_CLOSED) || c.has_output() {
+            // Busy: the bytes wait in the kernel (backpressure); READABLE stays set.
+            return;
+        }
+        if c.input.capacity() == 0 {
+            c.input = self.buffers.take_for(c.min_len as usize);
+        }
+        let r = match c.read_some(READ_BUDGET) {
+            Ok(r) => r,
+            Err(e) => {
+                self.close(key, &io_reason(&e), now);
+                return;
+            }
+        };
+        bump(&stats(&self.app).io.bytes_read, r.bytes as u64);
+        if r.bytes > 0 {
+            log::trace!("token={} read {} bytes", key, r.bytes);
+        }
+        if r.budget_hit {
+            self.ready.push((key, c.generation));
+        }
+        if r.eof {
+            c.set(flags::READ_CLOSED);
+        }
+        if r.bytes > 0 {
+            match c.state {
+                State::Reading(Phase::Idle) => {
+                    // First byte of a request head: the header deadline starts now and is
+                    // not extended by later bytes (that is what stops a slowloris).
+                    c.state = State::Reading(Phase::Head);
+                    self.timers
+                        .arm(&mut self.conns, key, now + self.app.config.header_timeout);
+                }
+                State::Reading(Phase::Body) => {
+                    self.timers
+                        .arm(&mut self.conns, key, now + self.app.config.body_timeout);
+                }
+                _ => {}
+            }
+        }
+        self.maybe_dispatch(key, now);
+    }
+
+    fn maybe_dispatch(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.has(flags::IN_FLIGHT) || c.has_output() {
+            return;
+        }
+        if !c.input.is_empty() && c.input.len() >= c.min_len as usize {
+            self.dispatch(key);
+            return;
+        }
+        if c.has(flags::READ_CLOSED) {
+            let reason = if c.input.is_empty() && c.exchange.is_idle() {
+                "client closed"
+            } else {
+                "client closed mid-request"
+            };
+            self.close(key, reason, now);
+            return;
+        }
+        if c.input.is_empty() && c.exchange.is_idle() {
+            // Idle: hand the buffers back so the connection holds none while it waits.
+            let input = std::mem::take(&mut c.input);
+            let output = std::mem::take(&mut c.output);
+            self.buffers.give(input);
+            self.buffers.give(output);
+        }
+    }
+
+    fn dispatch(&mut self, key: usize) {
+        let closing = self.shutdown_deadline.is_some();
+        let c = &mut self.conns[key];
+        c.set(flags::IN_FLIGHT);
+        let output = if c.output.capacity() == 0 {
+            self.buffers.take()
+        } else {
+            std::mem::take(&mut c.output)
+        };
+        c.written = 0;
+        self.outbox.push(Job {
+            token: key,
+            generation: c.generation,
+            input: std::mem::take(&mut c.input),
+            output,
+            exchange: std::mem::take(&mut c.exchange),
+            closing,
+        });
+    }
+
+    // ----- completions ----------------------------------------------------------------
+
+    fn drain_completions(&mut self, now: Instant) {
+        self.pool.take_done(&mut self.done);
+        if self.done.is_empty() {
+            return;
+        }
+        let mut done = std::mem::take(&mut self.done);
+        log::trace!("{} completions", done.len());
+        for d in done.drain(..) {
+            self.complete(d, now);
+        }
+        self.done = done;
+    }
+
+    fn complete(&mut self, d: Done, now: Instant) {
+        let key = d.token;
+        let Some(c) = self
+            .conns
+            .get_mut(key)
+            .filter(|c| c.generation == d.generation && c.has(flags::IN_FLIGHT))
+        else {
+            // The connection closed while its job was out (its slot may be reused).
+            self.buffers.give(d.input);
+            self.buffers.give(d.output);
+            return;
+        };
+        c.clear(flags::IN_FLIGHT);
+        c.input = d.input;
+        c.output = d.output;
+        c.written = 0;
+        c.exchange = d.exchange;
+        let cfg = &self.app.config;
+        match d.progress {
+            Progress::NeedMore { phase, min_len } => {
+                c.min_len = u32::try_from(min_len).unwrap_or(u32::MAX);
+                let previous = c.state;
+                c.state = State::Reading(phase);
+                let deadline = match phase {
+                    Phase::Idle => {
+                        if !c.has(flags::NODELAY) {
+                            // The connection is being reused: from now on small responses
+                            // must not wait for Nagle (what nginx does on keep-alive).
+                            let _ = c.stream.set_nodelay(true);
+                            c.set(flags::NODELAY);
+                        }
+                        if self.shutdown_deadline.is_some() {
+                            c.set(flags::CLOSE_AFTER_WRITE);
+                        }
+                        Some(now + cfg.idle_timeout)
+                    }
+                    Phase::Head if previous == State::Reading(Phase::Head) => None,
+                    Phase::Head => Some(now + cfg.header_timeout),
+                    Phase::Body if previous == State::Reading(Phase::Body) => None,
+                    Phase::Body => Some(now + cfg.body_timeout),
+                };
+                if let Some(deadline) = deadline {
+                    self.timers.arm(&mut self.conns, key, deadline);
+                }
+            }
+            Progress::WriteFirst => c.set(flags::DISPATCH_AFTER_WRITE),
+            Progress::Close { linger } => {
+                c.set(flags::CLOSE_AFTER_WRITE);
+                if linger {
+                    c.set(flags::LINGER_AFTER_WRITE);
+                }
+            }
+        }
+        self.write_conn(key, now);
+    }
+
+    // ----- writing --------------------------------------------------------------------
+
+    fn write_conn(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.has_output() {
+            match c.flush() {
+                Ok((outcome, n)) => {
+                    bump(&stats(&self.app).io.bytes_written, n as u64);
+                    if n > 0 {
+                        log::trace!("token={} wrote {} bytes", key, n);
+                    }
+                    if outcome == WriteOutcome::Blocked {
+                        if !c.has(flags::WANT_WRITE) {
+                            c.set(flags::WANT_WRITE);
+                            if let Err(e) = self.poll.registry().reregister(
+                                &mut c.stream,
+                                Token(key),
+                                Interest::READABLE | Interest::WRITABLE,
+                            ) {
+                                self.close(key, &format!("reregister failed: {}", e), now);
+                                return;
+                            }
+                        }
+                        // A client that stops reading gets `--body-timeout` per stall.
+                        self.timers
+                            .arm(&mut self.conns, key, now + self.app.config.body_timeout);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.close(key, &io_reason(&e), now);
+                    return;
+                }
+            }
+        }
+        let c = &mut self.conns[key];
+        if c.has(flags::WANT_WRITE) {
+            c.clear(flags::WANT_WRITE);
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .reregister(&mut c.stream, Token(key), Interest::READABLE)
+            {
+                self.close(key, &format!("reregister failed: {}", e), now);
+                return;
+            }
+            // The write deadline is over; the state's own deadline applies again.
+            let deadline = match c.state {
+                State::Reading(Phase::Idle) => now + self.app.config.idle_timeout,
+                State::Reading(Phase::Head) => now + self.app.config.header_timeout,
+                State::Reading(Phase::Body) => now + self.app.config.body_timeout,
+                State::Lingering => now + LINGER,
+            };
+            self.timers.arm(&mut self.conns, key, deadline);
+        }
+        self.after_output(key, now);
+    }
+
+    /// All output is written: close, dispatch again, or go back to reading.
+    fn after_output(&mut self, key: usize, now: Instant) {
+        let c = &mut self.conns[key];
+        if c.has(flags::CLOSE_AFTER_WRITE) {
+            if c.has(flags::LINGER_AFTER_WRITE) && !c.has(flags::READ_CLOSED) {
+                self.start_linger(key, now);
+            } else {
+                self.close(key, "response complete, connection not reused", now);
+            }
+            return;
+        }
+        if c.has(flags::DISPATCH_AFTER_WRITE) {
+            c.clear(flags::DISPATCH_AFTER_WRITE);
+            self.dispatch(key);
+            return;
+        }
+        if self.shutdown_deadline.is_some() && c.is_idle() {
+            self.close(key, "shutdown", now);
+            return;
+        }
+        if c.has(flags::READABLE) {
+            self.read_conn(key, now);
+        } else {
+            self.maybe_dispatch(key, now);
+        }
+    }
+
+    /// Half-closes and drains: the client reads our final response instead of a reset
+    /// caused by unread bytes, and the slot is freed at EOF or after [`LINGER`].
+    fn start_linger(&mut self, key: usize, now: Instant) {
+        let c = &mut self.conns[key];
+        let _ = c.stream.shutdown(Shutdown::Write);
+        c.state = State::Lingering;
+        let input = std::mem::take(&mut c.input);
+        let output = std::mem::take(&mut c.output);
+        c.set(flags::READABLE);
+        self.buffers.give(input);
+        self.buffers.give(output);
+        let mut deadline = now + LINGER;
+        if let Some(d) = self.shutdown_deadline {
+            deadline = deadline.min(d);
+        }
+        self.timers.arm(&mut self.conns, key, deadline);
+        self.read_conn(key, now);
+    }
+
+    fn close(&mut self, key: usize, reason: &str, now: Instant) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        self.timers.disarm(&mut self.conns, key);
+        let mut c = self.conns.remove(key);
+        // Deregister before the fd closes (on drop) and before the slot can be reused.
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.buffers.give(std::mem::take(&mut c.input));
+        self.buffers.give(std::mem::take(&mut c.output));
+        stats(&self.app).io.connections_active.store(
+            self.conns.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        log::debug!("closed token={} peer={} reason={}", key, c.peer, reason);
+        drop(c);
+        if self.accept_paused_until.is_some() {
+            // A descriptor just came free: no need to wait out the pause.
+            self.accept_paused_until = Some(now);
+        }
+    }
+
+    // ----- deadlines ------------------------------------------------------------------
+
+    fn expire_timers(&mut self, now: Instant) {
+        if self.timers.is_empty() {
+            return;
+        }
+        let mut expired = std::mem::take(&mut self.expired);
+        self.timers.expire(&mut self.conns, now, &mut expired);
+        for &key in &expired {
+            self.on_deadline(key, now);
+        }
+        expired.clear();
+        self.expired = expired;
+    }
+
+    fn on_deadline(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let io = &stats(&self.app).io;
+        if c.has(flags::IN_FLIGHT) {
+            // The worker is about to answer; judge the connection when it has.
+            self.timers.arm(&mut self.conns, key, now + TICK);
+            return;
+        }
+        if c.has_output() {
+            bump(&io.timeouts_write, 1);
+            self.close(key, "write timeout (client not reading)", now);
+            return;
+        }
+        match c.state {
+            State::Lingering => self.close(key, "linger timeout", now),
+            State::Reading(Phase::Idle) => {
+                bump(&io.timeouts_idle, 1);
+                self.close(key, "idle timeout", now);
+            }
+            State::Reading(phase) => {
+                let message = if phase == Phase::Head {
+                    bump(&io.timeouts_header, 1);
+                    "timed out waiting for the request head"
+                } else {
+                    bump(&io.timeouts_body, 1);
+                    "timed out waiting for the request body"
+                };
+                log::debug!("token={} {}", key, message);
+                let mut out = self.buffers.take();
+                self.encode_error(408, message, &mut out, false);
+                let c = &mut self.conns[key];
+                c.input.clear();
+                c.exchange = Default::default();
+                c.output = out;
+                c.written = 0;
+                c.set(flags::CLOSE_AFTER_WRITE | flags::LINGER_AFTER_WRITE);
+                self.write_conn(key, now);
+            }
+        }
+    }
+
+    // ----- shutdown -------------------------------------------------------------------
+
+    fn on_signal(&mut self, now: Instant) {
+        let mut got = false;
+        for sig in self.signals.pending() {
+            log::info!("received signal {}", sig);
+            got = true;
+        }
+        if !got {
+            return;
+        }
+        if self.shutdown_deadline.is_some() {
+            log::warn!("second signal: closing every connection now");
+            self.shutdown_deadline = Some(now);
+            return;
+        }
+        self.shutdown_deadline = Some(now + self.app.config.shutdown_timeout);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            // Dropping the listener closes it: new connections are refused from here on.
+        }
+        self.accept_pending = false;
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_idle() && c.state != State::Lingering)
+            .map(|(k, _)| k)
+            .collect();
+        log::info!(
+            "shutting down: stopped accepting; closing {} idle connections, finishing {} others (timeout {:?})",
+            idle.len(),
+            self.conns.len() - idle.len(),
+            self.app.config.shutdown_timeout
+        );
+        for key in idle {
+            self.close(key, "shutdown", now);
+        }
+    }
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// A short reason for the close log line; resets are routine, not errors.
+fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset => "connection reset by peer".to_string(),
+        io::ErrorKind::BrokenPipe => "broken pipe".to_string(),
+        _ => format!("I/O error: {}", e),
+    }
+}

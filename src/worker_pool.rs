@@ -1,0 +1,258 @@
+//! The worker pool: CPU-bound request work off the reactor thread.
+//!
+//! The reactor submits [`Job`]s — a connection's received bytes, its output buffer and its
+//! half-finished request state, all *by value* — in batches, one lock per batch. A worker
+//! takes a share of the queued jobs at once (so a batch handed over together is answered
+//! together), runs the exchange engine over them and publishes the [`Done`]s in one go.
+//!
+//! Waking the reactor costs a syscall and usually a context switch, so it happens at most
+//! once per batch and only when needed: the reactor raises `parked` before it may block in
+//! `epoll_wait` and re-checks the completion list after; a worker that published
+//! completions wakes it only if `parked` is up and no wake is pending yet. Both sides use
+//! sequentially consistent operations, so either the reactor sees the new completions or
+//! the worker sees it parked (never neither). Workers own nothing long-lived; a job's token
+//! and generation let the reactor recognise a completion for a connection that closed
+//! meanwhile.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::exchange::{self, Exchange, Local, Progress};
+use crate::routes::App;
+use crate::stats::bump;
+
+/// One connection's bytes on their way to a worker.
+pub struct Job {
+    pub token: usize,
+    pub generation: u32,
+    pub input: Vec<u8>,
+    pub output: Vec<u8>,
+    pub exchange: Exchange,
+    /// The server is shutting down: answer with `Connection: close`.
+    pub closing: bool,
+}
+
+/// A job on its way back, with the response bytes appended to `output`.
+pub struct Done {
+    pub token: usize,
+    pub generation: u32,
+    pub input: Vec<u8>,
+    pub output: Vec<u8>,
+    pub exchange: Exchange,
+    pub progress: Progress,
+}
+
+struct JobQueue {
+    jobs: VecDeque<Job>,
+    idle_workers: usize,
+    shutdown: bool,
+}
+
+struct Shared {
+    queue: Mutex<JobQueue>,
+    available: Condvar,
+    done: Mutex<Vec<Done>>,
+    /// Completions published and not yet taken (read without the lock by the reactor).
+    done_len: AtomicUsize,
+    /// The reactor may be blocked in `epoll_wait`.
+    parked: AtomicBool,
+    /// A wake was sent and the reactor has not taken the completions since.
+    wake_pending: AtomicBool,
+    waker: Arc<mio::Waker>,
+    workers: usize,
+    app: Arc<App>,
+}
+
+/// Most jobs a worker takes at once.
+const MAX_CHUNK: usize = 64;
+/// A worker publishes what it has finished at least this often, so one slow job (a large
+/// write) does not hold back the answers to the quick ones taken with it.
+const PUBLISH_EVERY: Duration = Duration::from_micros(500);
+
+pub struct WorkerPool {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked mid-job leaves the data consistent (pushes are atomic), so a
+    // poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WorkerPool {
+    pub fn start(workers: usize, app: Arc<App>, waker: Arc<mio::Waker>) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(JobQueue {
+                jobs: VecDeque::with_capacity(1024),
+                idle_workers: 0,
+                shutdown: false,
+            }),
+            available: Condvar::new(),
+            done: Mutex::new(Vec::with_capacity(1024)),
+            done_len: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
+            waker,
+            workers: workers.max(1),
+            app,
+        });
+        let mut threads = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let shared = Arc::clone(&shared);
+            let handle = std::thread::Builder::new()
+                .name(format!("worker-{}", i))
+                .spawn(move || worker_loop(&shared, i as u32 + 1))?;
+            threads.push(handle);
+        }
+        Ok(WorkerPool { shared, threads })
+    }
+
+    /// Queues every job in `jobs` (leaving it empty) under one lock and wakes as many idle
+    /// workers as there are jobs.
+    pub fn submit(&self, jobs: &mut Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let n = jobs.len();
+        let to_wake = {
+            let mut q = lock(&self.shared.queue);
+            q.jobs.extend(jobs.drain(..));
+            self.shared
+                .app
+                .stats
+                .pool
+                .worker_queue_depth
+                .store(q.jobs.len() as u64, Ordering::Relaxed);
+            q.idle_workers.min(n)
+        };
+        for _ in 0..to_wake {
+            self.shared.available.notify_one();
+        }
+    }
+
+    /// Moves every completion into `into`. Clears the wake flag first (see module docs).
+    pub fn take_done(&self, into: &mut Vec<Done>) {
+        self.shared.wake_pending.store(false, Ordering::SeqCst);
+        if self.shared.done_len.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut done = lock(&self.shared.done);
+        self.shared.done_len.store(0, Ordering::SeqCst);
+        if into.is_empty() {
+            std::mem::swap(&mut *done, into);
+        } else {
+            into.append(&mut done);
+        }
+    }
+
+    /// Called by the reactor before a poll that may block. Returns `false` if completions
+    /// are already waiting (then poll without blocking).
+    pub fn park(&self) -> bool {
+        self.shared.parked.store(true, Ordering::SeqCst);
+        if self.shared.done_len.load(Ordering::SeqCst) > 0 {
+            self.shared.parked.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Called by the reactor when its poll returned.
+    pub fn unpark(&self) {
+        self.shared.parked.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops the workers after the queued jobs are done, and joins them.
+    pub fn shutdown(self) {
+        lock(&self.shared.queue).shutdown = true;
+        self.shared.available.notify_all();
+        for t in self.threads {
+            if t.join().is_err() {
+                log::error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+fn worker_loop(shared: &Shared, instance: u32) {
+    let app = &*shared.app;
+    let mut local = Local::new(instance);
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_CHUNK);
+    let mut finished: Vec<Done> = Vec::with_capacity(MAX_CHUNK);
+    loop {
+        {
+            let mut q = lock(&shared.queue);
+            loop {
+                if !q.jobs.is_empty() {
+                    // An even share of what is queued, so every worker gets some of a burst.
+                    let share = q.jobs.len().div_ceil(shared.workers).clamp(1, MAX_CHUNK);
+                    jobs.extend(q.jobs.drain(..share));
+                    app.stats
+                        .pool
+                        .worker_queue_depth
+                        .store(q.jobs.len() as u64, Ordering::Relaxed);
+                    break;
+                }
+                if q.shutdown {
+                    return;
+                }
+                q.idle_workers += 1;
+                q = shared.available.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.idle_workers -= 1;
+            }
+        }
+        bump(&app.stats.requests.worker_jobs, jobs.len() as u64);
+        local.set_time(SystemTime::now());
+        let mut last_publish = Instant::now();
+        for job in jobs.drain(..) {
+            finished.push(run_job(app, &mut local, job));
+            if last_publish.elapsed() >= PUBLISH_EVERY {
+                publish(shared, &mut finished, instance);
+                last_publish = Instant::now();
+                local.set_time(SystemTime::now());
+            }
+        }
+        publish(shared, &mut finished, instance);
+    }
+}
+
+/// Hands finished jobs to the reactor, waking it only if it may be blocked.
+fn publish(shared: &Shared, finished: &mut Vec<Done>, instance: u32) {
+    if finished.is_empty() {
+        return;
+    }
+    {
+        let mut done = lock(&shared.done);
+        done.append(finished);
+        shared.done_len.store(done.len(), Ordering::SeqCst);
+    }
+    if shared.parked.load(Ordering::SeqCst) && !shared.wake_pending.swap(true, Ordering::SeqCst) {
+        bump(&shared.app.stats.requests.waker_wakes, 1);
+        if let Err(e) = shared.waker.wake() {
+            log::error!("waking the reactor failed: {}", e);
+        }
+        log::trace!("worker {} woke the reactor", instance);
+    }
+}
+
+fn run_job(app: &App, local: &mut Local, mut job: Job) -> Done {
+    let progress = exchange::process(
+        app,
+        local,
+        &mut job.exchange,
+        &mut job.input,
+        &mut job.output,
+        job.closing,
+    );
+    Done {
+        token: job.token,
+        generation: job.generation,
+        input: job.input,
+        output: job.output,
+        exchange: job.exchange,
+        progress,
+    }
+}
