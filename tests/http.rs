@@ -348,7 +348,8 @@ fn ipv6_loopback_works() {
 
 #[test]
 fn bad_configuration_exits_2_naming_flag_and_value() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--backlog", "0"], &[], "--backlog"),
         (&["--backlog", "70000"], &[], "\"70000\""),
         (&["--workers", "many"], &[], "--workers"),
