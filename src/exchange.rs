@@ -423,3 +423,237 @@ fn respond_error(
     );
     app.stats.count_response(status);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::stats::{ServerInfo, Stats};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn app() -> App {
+        App {
+            config: Config {
+                max_header_bytes: 1024,
+                max_body_bytes: 4096,
+                ..Config::default()
+            },
+            stats: Arc::new(Stats::default()),
+            info: ServerInfo {
+                io_model: "reactor",
+                listen_addr: "127.0.0.1:0".into(),
+                backlog_configured: 1024,
+                backlog_effective: 1024,
+                workers: 1,
+                listener_fd: None,
+            },
+        }
+    }
+
+    /// Feeds `chunks` as successive reads the way the reactor does (dispatching only when
+    /// `min_len` is reached) and returns all output plus whether the connection closed.
+    fn drive(app: &App, chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut local = Local::new(1);
+        local.set_time(SystemTime::UNIX_EPOCH);
+        let mut ex = Exchange::default();
+        let mut input = Vec::new();
+        let mut output = Vec::new();
+        let mut min_len = 1;
+        for chunk in chunks {
+            input.extend_from_slice(chunk);
+            while input.len() >= min_len && !input.is_empty() {
+                match process(app, &mut local, &mut ex, &mut input, &mut output, false) {
+                    Progress::NeedMore { min_len: m, .. } => {
+                        min_len = m;
+                        break;
+                    }
+                    Progress::WriteFirst => continue,
+                    Progress::Close { .. } => return (output, true),
+                }
+            }
+        }
+        (output, false)
+    }
+
+    /// Responses with the per-response headers (Date, Request-Id) blanked out.
+    fn normalise(out: &[u8]) -> String {
+        String::from_utf8_lossy(out)
+            .lines()
+            .filter(|l| !l.starts_with("Date: ") && !l.starts_with("Request-Id: "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    const STREAM: &[u8] = b"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n\
+POST /query HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 21\r\n\r\nq=CREATE+DATABASE+db1\
+GET /health HTTP/1.1\r\n\r\n\
+POST /query HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nq=CR\r\n11\r\nEATE+DATABASE+db2\r\n0\r\n\r\n\
+HEAD /health HTTP/1.1\r\n\r\n\
+GET /nope HTTP/1.1\r\n\r\n\
+GET /ping HTTP/1.0\r\n\r\n";
+
+    #[test]
+    fn whole_stream_answers_every_request_in_order() {
+        let app = app();
+        let (out, closed) = drive(&app, &[STREAM]);
+        let text = normalise(&out);
+        // Bodies are not newline-terminated: find every status line wherever it starts.
+        let statuses: Vec<&str> = text
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| text[i..].lines().next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "HTTP/1.1 204 No Content",
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 404 Not Found",
+                "HTTP/1.1 204 No Content",
+            ]
+        );
+        assert!(closed, "HTTP/1.0 without keep-alive closes");
+        assert_eq!(
+            app.stats
+                .requests
+                .requests_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            7
+        );
+    }
+
+    #[test]
+    fn every_two_way_split_gives_the_same_responses() {
+        let app = app();
+        let (expected, _) = drive(&app, &[STREAM]);
+        let expected = normalise(&expected);
+        for cut in 0..=STREAM.len() {
+            let (out, closed) = drive(&app, &[&STREAM[..cut], &STREAM[cut..]]);
+            assert_eq!(normalise(&out), expected, "split at {}", cut);
+            assert!(closed);
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time_gives_the_same_responses() {
+        let app = app();
+        let (expected, _) = drive(&app, &[STREAM]);
+        let chunks: Vec<&[u8]> = STREAM.chunks(1).collect();
+        let (out, _) = drive(&app, &chunks);
+        assert_eq!(normalise(&out), normalise(&expected));
+    }
+
+    #[test]
+    fn limits_and_framing_errors_close() {
+        let app = app();
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"POST /query HTTP/1.1\r\nContent-Length: 5000\r\n\r\n",
+                "413",
+            ),
+            (
+                b"POST /query HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1001\r\n",
+                "413",
+            ),
+            (
+                b"POST /query HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n",
+                "400",
+            ),
+            (
+                b"GET /ping HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                "400",
+            ),
+            (
+                b"GET /ping HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "400",
+            ),
+            (b"GET /ping HTTP/1.1\r\nExpect: magic\r\n\r\n", "417"),
+        ];
+        for (req, status) in cases {
+            let (out, closed) = drive(&app, &[req]);
+            let text = normalise(&out);
+            assert!(
+                text.starts_with(&format!("HTTP/1.1 {}", status)),
+                "{:?} -> {}",
+                String::from_utf8_lossy(req),
+                text
+            );
+            assert!(
+                closed || *status == "417",
+                "{:?} should close",
+                String::from_utf8_lossy(req)
+            );
+        }
+        // A head longer than the limit, complete or not.
+        let long = format!("GET /ping HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
+        let (out, closed) = drive(&app, &[long.as_bytes()]);
+        assert!(normalise(&out).starts_with("HTTP/1.1 431"));
+        assert!(closed);
+        let (out, closed) = drive(&app, &[&long.as_bytes()[..1500]]);
+        assert!(normalise(&out).starts_with("HTTP/1.1 431"));
+        assert!(closed);
+    }
+
+    #[test]
+    fn output_high_water_asks_to_write_first() {
+        let app = app();
+        let mut input = Vec::new();
+        for _ in 0..20_000 {
+            input.extend_from_slice(b"GET /ping HTTP/1.1\r\n\r\n");
+        }
+        let mut local = Local::new(1);
+        let mut ex = Exchange::default();
+        let mut output = Vec::new();
+        let p = process(&app, &mut local, &mut ex, &mut input, &mut output, false);
+        assert_eq!(p, Progress::WriteFirst);
+        assert!(output.len() >= OUTPUT_HIGH_WATER && output.len() < OUTPUT_HIGH_WATER + 1024);
+        assert!(!input.is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..6)) {
+            let app = app();
+            let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+            let _ = drive(&app, &refs);
+        }
+
+        #[test]
+        fn request_like_bytes_never_panic(
+            prefix in prop::sample::select(vec![
+                "GET /ping HTTP/1.1\r\n", "POST /query HTTP/1.1\r\n",
+                "POST /query HTTP/1.1\r\nTransfer-Encoding: chunked\r\n",
+                "POST /query HTTP/1.1\r\nContent-Length: 7\r\n",
+            ]),
+            tail in "[ -~\r\n]{0,200}",
+        ) {
+            let app = app();
+            let mut bytes = prefix.as_bytes().to_vec();
+            bytes.extend_from_slice(tail.as_bytes());
+            let _ = drive(&app, &[&bytes]);
+        }
+
+        #[test]
+        fn random_splits_give_the_same_responses(cuts in proptest::collection::vec(0..STREAM.len(), 0..8)) {
+            let app = app();
+            let (expected, _) = drive(&app, &[STREAM]);
+            let mut cuts = cuts;
+            cuts.sort();
+            cuts.dedup();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for c in cuts {
+                chunks.push(&STREAM[last..c]);
+                last = c;
+            }
+            chunks.push(&STREAM[last..]);
+            let (out, _) = drive(&app, &chunks);
+            prop_assert_eq!(normalise(&out), normalise(&expected));
+        }
+    }
+}

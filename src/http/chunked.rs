@@ -314,3 +314,37 @@ mod tests {
         assert_eq!(&buf[d.body_range()], b"abcde");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), max in 0usize..1000) {
+            let mut buf = bytes;
+            let mut d = ChunkedDecoder::new(0);
+            let _ = d.decode(&mut buf, max);
+        }
+
+        #[test]
+        fn encoded_bodies_round_trip(body in proptest::collection::vec(any::<u8>(), 0..2000), sizes in proptest::collection::vec(1usize..300, 1..20)) {
+            let mut raw = Vec::new();
+            let mut rest = &body[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = sizes[i % sizes.len()].min(rest.len());
+                raw.extend_from_slice(format!("{:x}\r\n", n).as_bytes());
+                raw.extend_from_slice(&rest[..n]);
+                raw.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+                i += 1;
+            }
+            raw.extend_from_slice(b"0\r\n\r\n");
+            let mut d = ChunkedDecoder::new(0);
+            prop_assert!(d.decode(&mut raw, usize::MAX).unwrap());
+            prop_assert_eq!(&raw[d.body_range()], &body[..]);
+        }
+    }
+}

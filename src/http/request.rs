@@ -478,3 +478,30 @@ mod tests {
         assert_eq!(h.authorization, Some(&b"Token x"[..]));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_head(&bytes, 256);
+            let _ = parse_head(&bytes, 16384);
+        }
+
+        #[test]
+        fn header_lines_never_panic(lines in proptest::collection::vec("[ -~]{0,40}", 0..12)) {
+            let mut req = String::from("POST /write HTTP/1.1\r\n");
+            for l in &lines {
+                req.push_str(l);
+                req.push_str("\r\n");
+            }
+            req.push_str("\r\n");
+            let _ = parse_head(req.as_bytes(), 16384);
+        }
+    }
+}
