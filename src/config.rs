@@ -379,7 +379,7 @@ fn validate(raw: &RawArgs, matches: &ArgMatches) -> Result<Config, ConfigError> 
                 "METRICSTREAM_IO_MODEL",
                 &raw.io_model,
                 "one of reactor, threadpool, blocking",
-            ))
+            ));
         }
     };
     let max_connections = c.int(

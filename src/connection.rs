@@ -209,7 +209,7 @@ impl Connection {
                     self.written += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok((WriteOutcome::Blocked, total))
+                    return Ok((WriteOutcome::Blocked, total));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),

@@ -10,7 +10,7 @@
 
 use std::time::SystemTime;
 
-use crate::http::request::{parse_head, BodyFraming, HeadError, RequestHead};
+use crate::http::request::{BodyFraming, HeadError, RequestHead, parse_head};
 use crate::http::response::ResponseWriter;
 use crate::http::{ChunkError, ChunkedDecoder};
 use crate::routes::{self, App, Reply, Request, Route};
@@ -75,6 +75,7 @@ enum PendingBody {
 pub struct Local {
     pub writer: ResponseWriter,
     pub body: Vec<u8>,
+    pub ingest: crate::pipeline::ingest::IngestScratch,
     pub now: SystemTime,
 }
 
@@ -83,6 +84,7 @@ impl Local {
         Local {
             writer: ResponseWriter::new(instance),
             body: Vec::new(),
+            ingest: Default::default(),
             now: SystemTime::UNIX_EPOCH,
         }
     }
@@ -221,7 +223,7 @@ fn start_request(
                     phase: Phase::Head,
                     min_len: input.len() + 1,
                 },
-            )
+            );
         }
         Err(e) => {
             bump(&app.stats.requests.requests_total, 1);
@@ -432,14 +434,22 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::Arc;
 
+    /// One shared app (and aggregator thread) for tests that do not count.
+    fn shared() -> &'static App {
+        static APP: std::sync::OnceLock<App> = std::sync::OnceLock::new();
+        APP.get_or_init(app)
+    }
+
     fn app() -> App {
+        let stats = Arc::new(Stats::default());
         App {
+            pipeline: crate::pipeline::Pipeline::start(1000, 1000, Arc::clone(&stats)).unwrap(),
             config: Config {
                 max_header_bytes: 1024,
                 max_body_bytes: 4096,
                 ..Config::default()
             },
-            stats: Arc::new(Stats::default()),
+            stats,
             info: ServerInfo {
                 io_model: "reactor",
                 listen_addr: "127.0.0.1:0".into(),
@@ -527,11 +537,11 @@ GET /ping HTTP/1.0\r\n\r\n";
 
     #[test]
     fn every_two_way_split_gives_the_same_responses() {
-        let app = app();
-        let (expected, _) = drive(&app, &[STREAM]);
+        let app = shared();
+        let (expected, _) = drive(app, &[STREAM]);
         let expected = normalise(&expected);
         for cut in 0..=STREAM.len() {
-            let (out, closed) = drive(&app, &[&STREAM[..cut], &STREAM[cut..]]);
+            let (out, closed) = drive(app, &[&STREAM[..cut], &STREAM[cut..]]);
             assert_eq!(normalise(&out), expected, "split at {}", cut);
             assert!(closed);
         }
@@ -539,16 +549,16 @@ GET /ping HTTP/1.0\r\n\r\n";
 
     #[test]
     fn byte_at_a_time_gives_the_same_responses() {
-        let app = app();
-        let (expected, _) = drive(&app, &[STREAM]);
+        let app = shared();
+        let (expected, _) = drive(app, &[STREAM]);
         let chunks: Vec<&[u8]> = STREAM.chunks(1).collect();
-        let (out, _) = drive(&app, &chunks);
+        let (out, _) = drive(app, &chunks);
         assert_eq!(normalise(&out), normalise(&expected));
     }
 
     #[test]
     fn limits_and_framing_errors_close() {
-        let app = app();
+        let app = shared();
         let cases: &[(&[u8], &str)] = &[
             (
                 b"POST /query HTTP/1.1\r\nContent-Length: 5000\r\n\r\n",
@@ -573,7 +583,7 @@ GET /ping HTTP/1.0\r\n\r\n";
             (b"GET /ping HTTP/1.1\r\nExpect: magic\r\n\r\n", "417"),
         ];
         for (req, status) in cases {
-            let (out, closed) = drive(&app, &[req]);
+            let (out, closed) = drive(app, &[req]);
             let text = normalise(&out);
             assert!(
                 text.starts_with(&format!("HTTP/1.1 {}", status)),
@@ -589,17 +599,17 @@ GET /ping HTTP/1.0\r\n\r\n";
         }
         // A head longer than the limit, complete or not.
         let long = format!("GET /ping HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
-        let (out, closed) = drive(&app, &[long.as_bytes()]);
+        let (out, closed) = drive(app, &[long.as_bytes()]);
         assert!(normalise(&out).starts_with("HTTP/1.1 431"));
         assert!(closed);
-        let (out, closed) = drive(&app, &[&long.as_bytes()[..1500]]);
+        let (out, closed) = drive(app, &[&long.as_bytes()[..1500]]);
         assert!(normalise(&out).starts_with("HTTP/1.1 431"));
         assert!(closed);
     }
 
     #[test]
     fn output_high_water_asks_to_write_first() {
-        let app = app();
+        let app = shared();
         let mut input = Vec::new();
         for _ in 0..20_000 {
             input.extend_from_slice(b"GET /ping HTTP/1.1\r\n\r\n");
@@ -607,7 +617,7 @@ GET /ping HTTP/1.0\r\n\r\n";
         let mut local = Local::new(1);
         let mut ex = Exchange::default();
         let mut output = Vec::new();
-        let p = process(&app, &mut local, &mut ex, &mut input, &mut output, false);
+        let p = process(app, &mut local, &mut ex, &mut input, &mut output, false);
         assert_eq!(p, Progress::WriteFirst);
         assert!(output.len() >= OUTPUT_HIGH_WATER && output.len() < OUTPUT_HIGH_WATER + 1024);
         assert!(!input.is_empty());
@@ -618,9 +628,9 @@ GET /ping HTTP/1.0\r\n\r\n";
 
         #[test]
         fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..6)) {
-            let app = app();
+            let app = shared();
             let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
-            let _ = drive(&app, &refs);
+            let _ = drive(app, &refs);
         }
 
         #[test]
@@ -632,16 +642,16 @@ GET /ping HTTP/1.0\r\n\r\n";
             ]),
             tail in "[ -~\r\n]{0,200}",
         ) {
-            let app = app();
+            let app = shared();
             let mut bytes = prefix.as_bytes().to_vec();
             bytes.extend_from_slice(tail.as_bytes());
-            let _ = drive(&app, &[&bytes]);
+            let _ = drive(app, &[&bytes]);
         }
 
         #[test]
         fn random_splits_give_the_same_responses(cuts in proptest::collection::vec(0..STREAM.len(), 0..8)) {
-            let app = app();
-            let (expected, _) = drive(&app, &[STREAM]);
+            let app = shared();
+            let (expected, _) = drive(app, &[STREAM]);
             let mut cuts = cuts;
             cuts.sort();
             cuts.dedup();
@@ -652,7 +662,7 @@ GET /ping HTTP/1.0\r\n\r\n";
                 last = c;
             }
             chunks.push(&STREAM[last..]);
-            let (out, _) = drive(&app, &chunks);
+            let (out, _) = drive(app, &chunks);
             prop_assert_eq!(normalise(&out), normalise(&expected));
         }
     }

@@ -26,12 +26,12 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::connection::{flags, Connection, State, WriteOutcome};
+use crate::connection::{Connection, State, WriteOutcome, flags};
 use crate::exchange::{Phase, Progress};
 use crate::http::ResponseWriter;
 use crate::log_limit::LogLimiter;
 use crate::routes::App;
-use crate::stats::{bump, Stats};
+use crate::stats::{Stats, bump};
 use crate::timer::TimerWheel;
 use crate::worker_pool::{Done, Job, WorkerPool};
 

@@ -7,9 +7,14 @@
 
 use std::sync::Arc;
 
+use std::time::UNIX_EPOCH;
+
 use crate::config::Config;
 use crate::exchange::Local;
 use crate::http::request::{ContentEncoding, Method, RequestHead};
+use crate::pipeline::Pipeline;
+use crate::pipeline::ingest::{self, WriteError};
+use crate::series_query::SeriesFilter;
 use crate::stats::{ServerInfo, Stats};
 
 /// Everything a request handler can reach: shared, read-mostly, alive for the server's life.
@@ -17,6 +22,7 @@ pub struct App {
     pub config: Config,
     pub stats: Arc<Stats>,
     pub info: ServerInfo,
+    pub pipeline: Arc<Pipeline>,
 }
 
 /// A complete request as handlers see it.
@@ -62,6 +68,7 @@ impl Reply {
 
 pub const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -69,6 +76,10 @@ pub enum Route {
     Health,
     Stats,
     Query,
+    Write,
+    WriteV2,
+    Metrics,
+    Series,
 }
 
 impl Route {
@@ -78,27 +89,37 @@ impl Route {
             "/health" => Route::Health,
             "/stats" => Route::Stats,
             "/query" => Route::Query,
+            "/write" => Route::Write,
+            "/api/v2/write" => Route::WriteV2,
+            "/metrics" => Route::Metrics,
+            "/series" => Route::Series,
             _ => return None,
         })
     }
 
     fn allow(self) -> &'static str {
         match self {
-            Route::Ping | Route::Health | Route::Stats => "GET, HEAD",
+            Route::Ping | Route::Health | Route::Stats | Route::Metrics | Route::Series => {
+                "GET, HEAD"
+            }
             Route::Query => "GET, POST",
+            Route::Write | Route::WriteV2 => "POST",
         }
     }
 
     fn allows(self, m: Method) -> bool {
         match self {
-            Route::Ping | Route::Health | Route::Stats => matches!(m, Method::Get | Method::Head),
+            Route::Ping | Route::Health | Route::Stats | Route::Metrics | Route::Series => {
+                matches!(m, Method::Get | Method::Head)
+            }
             Route::Query => matches!(m, Method::Get | Method::Post),
+            Route::Write | Route::WriteV2 => m == Method::Post,
         }
     }
 
     /// Endpoints whose request body carries data; the rest tolerate only a small one.
     fn takes_body(self, m: Method) -> bool {
-        matches!((self, m), (Route::Query, Method::Post))
+        m == Method::Post && matches!(self, Route::Query | Route::Write | Route::WriteV2)
     }
 
     /// Endpoints open even when `--auth-token` is set.
@@ -106,8 +127,9 @@ impl Route {
         matches!(self, Route::Ping | Route::Health)
     }
 
+    /// Errors in the InfluxDB v2 shape (`{"code","message"}`).
     pub fn is_v2(self) -> bool {
-        false
+        self == Route::WriteV2
     }
 }
 
@@ -197,6 +219,66 @@ pub fn handle(app: &App, local: &mut Local, route: Route, req: &Request<'_>) -> 
             Reply::with_body(200, JSON)
         }
         Route::Query => query(req, out),
+        Route::Write => write(app, local, req, false),
+        Route::WriteV2 => write(app, local, req, true),
+        Route::Metrics => {
+            let families = crate::stats::own_families(&app.stats, &app.info, &app.pipeline);
+            let store = app.pipeline.store();
+            crate::exposition::render_metrics(&store, &families, out);
+            Reply::with_body(200, PROMETHEUS)
+        }
+        Route::Series => match SeriesFilter::from_query(req.head.query) {
+            Ok(filter) => {
+                let store = app.pipeline.store();
+                crate::series_query::render_series(&store, &filter, out);
+                Reply::with_body(200, JSON)
+            }
+            Err(message) => error_reply(false, 400, &message, None, out),
+        },
+    }
+}
+
+/// `POST /write` and `POST /api/v2/write`: parse the whole body, queue all of it or none.
+fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
+    let Local {
+        body: out,
+        ingest: scratch,
+        now,
+        ..
+    } = local;
+    let result = ingest::parse_params(req.head.query, v2).and_then(|params| {
+        let now_ns = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        ingest::write(
+            &app.pipeline,
+            &app.stats,
+            scratch,
+            req.body,
+            req.head.content_encoding == ContentEncoding::Gzip,
+            &params,
+            now_ns,
+            app.config.max_body_bytes,
+        )
+    });
+    match result {
+        Ok(_) => Reply::empty(204),
+        Err(e) => {
+            let status = e.status();
+            let (message, line) = match e {
+                WriteError::Invalid { message, line } => (message, line),
+                WriteError::TooLarge(m) | WriteError::Unavailable(m) => (m, None),
+            };
+            let mut reply = error_reply(v2, status, &message, line, out);
+            if status == 503 {
+                reply.headers.push(("Retry-After", b"1".to_vec()));
+            }
+            if status == 413 {
+                reply.close = true;
+            }
+            reply
+        }
     }
 }
 

@@ -7,11 +7,12 @@
 
 use std::fmt;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::config::{Config, IoModel};
 use crate::listener;
+use crate::pipeline::Pipeline;
 use crate::reactor::Reactor;
 use crate::routes::App;
 use crate::stats::{ServerInfo, Stats};
@@ -90,12 +91,19 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         config.idle_timeout,
         config.queue_capacity,
         config.max_series,
-        if config.auth_token.is_some() { "token" } else { "off" },
+        if config.auth_token.is_some() {
+            "token"
+        } else {
+            "off"
+        },
     );
+    let pipeline = Pipeline::start(config.queue_capacity, config.max_series, Arc::clone(&stats))
+        .map_err(|e| ServerError::Io("starting the aggregator", e))?;
     let app = Arc::new(App {
         config: config.clone(),
         stats: Arc::clone(&stats),
         info,
+        pipeline: Arc::clone(&pipeline),
     });
 
     let forced = match config.io_model {
@@ -117,14 +125,24 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
     };
 
+    // Every request is answered or abandoned by now, so nothing new can be queued: drain
+    // what was acknowledged into the aggregates.
+    let queued_at_stop = pipeline.queue_depth();
+    let drained = pipeline.drain_and_stop();
     let rq = &stats.requests;
     let io = &stats.io;
+    let pl = &stats.pipeline;
     log::info!(
-        "shutdown complete after {:.1}s: {} connections accepted, {} force-closed, {} requests, {} bytes read, {} bytes written",
+        "shutdown complete after {:.1}s: {} connections accepted, {} force-closed, {} requests; points queued={} aggregated={} (drained {} at stop) dropped_series_limit={}; series={}; {} bytes read, {} bytes written",
         stats.started.elapsed().as_secs_f64(),
         io.connections_accepted.load(Relaxed),
         forced,
         rq.requests_total.load(Relaxed),
+        pl.points_queued.load(Relaxed),
+        drained.points_aggregated,
+        queued_at_stop,
+        pl.points_dropped_series_limit.load(Relaxed),
+        drained.series,
         io.bytes_read.load(Relaxed),
         io.bytes_written.load(Relaxed),
     );

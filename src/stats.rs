@@ -135,7 +135,7 @@ pub struct ServerInfo {
 
 /// Renders the `/stats` JSON object.
 pub fn render_json(stats: &Stats, info: &ServerInfo, out: &mut Vec<u8>) {
-    use serde_json::{json, Map, Value};
+    use serde_json::{Map, Value, json};
     let io = &stats.io;
     let rq = &stats.requests;
     let pl = &stats.pipeline;
@@ -191,6 +191,202 @@ pub fn render_json(stats: &Stats, info: &ServerInfo, out: &mut Vec<u8>) {
     });
     // serde_json never fails writing a Value into a Vec.
     let _ = serde_json::to_writer(&mut *out, &v);
+}
+
+/// The server's own figures as Prometheus families (`metricstream_*`), for `/metrics`.
+pub fn own_families(
+    stats: &Stats,
+    info: &ServerInfo,
+    pipeline: &crate::pipeline::Pipeline,
+) -> Vec<crate::exposition::OwnFamily<'static>> {
+    use crate::exposition::{OwnFamily, OwnKind};
+    let io = &stats.io;
+    let rq = &stats.requests;
+    let pl = &stats.pipeline;
+    let l = |c: &AtomicU64| c.load(Relaxed) as f64;
+    let one = |name, help, kind, v: f64| OwnFamily {
+        name,
+        help,
+        kind,
+        samples: vec![(Vec::new(), v)],
+    };
+    use OwnKind::{Counter, Gauge};
+    let mut f = vec![
+        OwnFamily {
+            name: "metricstream_build_info",
+            help: "Version and I/O model of this server (always 1).",
+            kind: Gauge,
+            samples: vec![(
+                vec![
+                    ("version", env!("CARGO_PKG_VERSION").to_string()),
+                    ("io_model", info.io_model.to_string()),
+                ],
+                1.0,
+            )],
+        },
+        one(
+            "metricstream_uptime_seconds",
+            "Seconds since the server started.",
+            Gauge,
+            stats.started.elapsed().as_secs_f64(),
+        ),
+        one(
+            "metricstream_connections_accepted_total",
+            "Connections accepted from the listener.",
+            Counter,
+            l(&io.connections_accepted),
+        ),
+        one(
+            "metricstream_connections_active",
+            "Client connections open now.",
+            Gauge,
+            l(&io.connections_active),
+        ),
+        one(
+            "metricstream_connections_rejected_over_limit_total",
+            "Connections answered 503 because --max-connections was reached.",
+            Counter,
+            l(&io.connections_rejected_over_limit),
+        ),
+        one(
+            "metricstream_accept_batches_total",
+            "Drains of the accept queue that took at least one connection.",
+            Counter,
+            l(&io.accept_batches),
+        ),
+        one(
+            "metricstream_accept_batch_max",
+            "Most connections taken from the accept queue in one drain.",
+            Gauge,
+            l(&io.accept_batch_max),
+        ),
+        one(
+            "metricstream_requests_total",
+            "HTTP requests received.",
+            Counter,
+            l(&rq.requests_total),
+        ),
+        OwnFamily {
+            name: "metricstream_responses_total",
+            help: "HTTP responses sent, by status code.",
+            kind: Counter,
+            samples: stats
+                .responses_by_status()
+                .into_iter()
+                .map(|(s, n)| (vec![("status", s.to_string())], n as f64))
+                .collect(),
+        },
+        one(
+            "metricstream_worker_jobs_total",
+            "Jobs handed from the reactor to the worker pool.",
+            Counter,
+            l(&rq.worker_jobs),
+        ),
+        one(
+            "metricstream_worker_queue_depth",
+            "Jobs waiting for a worker.",
+            Gauge,
+            l(&stats.pool.worker_queue_depth),
+        ),
+        one(
+            "metricstream_waker_wakes_total",
+            "Times a worker woke the reactor (once per batch of completions).",
+            Counter,
+            l(&rq.waker_wakes),
+        ),
+        one(
+            "metricstream_points_accepted_total",
+            "Points in writes that parsed successfully.",
+            Counter,
+            l(&pl.points_accepted),
+        ),
+        one(
+            "metricstream_points_queued_total",
+            "Points admitted to the ingestion queue (acknowledged with 204).",
+            Counter,
+            l(&pl.points_queued),
+        ),
+        one(
+            "metricstream_points_aggregated_total",
+            "Points applied to the series aggregates.",
+            Counter,
+            l(&pl.points_aggregated),
+        ),
+        one(
+            "metricstream_points_dropped_series_limit_total",
+            "Points that lost a field to --max-series.",
+            Counter,
+            l(&pl.points_dropped_series_limit),
+        ),
+        one(
+            "metricstream_writes_refused_queue_full_total",
+            "Writes answered 503 because the ingestion queue was full.",
+            Counter,
+            l(&pl.writes_refused_queue_full),
+        ),
+        one(
+            "metricstream_queue_points",
+            "Points admitted and not yet aggregated.",
+            Gauge,
+            pipeline.queue_depth() as f64,
+        ),
+        one(
+            "metricstream_queue_capacity_points",
+            "Capacity of the ingestion queue in points (--queue-capacity).",
+            Gauge,
+            pipeline.queue_capacity() as f64,
+        ),
+        one(
+            "metricstream_series",
+            "Distinct series (measurement, tag set, field) held.",
+            Gauge,
+            l(&pl.series),
+        ),
+        one(
+            "metricstream_label_collisions_total",
+            "Tags left out of /metrics because another tag of the series sanitised to the same label name.",
+            Counter,
+            l(&pl.label_collisions),
+        ),
+        one(
+            "metricstream_read_bytes_total",
+            "Bytes read from client connections.",
+            Counter,
+            l(&io.bytes_read),
+        ),
+        one(
+            "metricstream_written_bytes_total",
+            "Bytes written to client connections.",
+            Counter,
+            l(&io.bytes_written),
+        ),
+        OwnFamily {
+            name: "metricstream_timeouts_total",
+            help: "Connections closed by a deadline, by kind.",
+            kind: Counter,
+            samples: [
+                ("header", &io.timeouts_header),
+                ("body", &io.timeouts_body),
+                ("idle", &io.timeouts_idle),
+                ("write", &io.timeouts_write),
+            ]
+            .into_iter()
+            .map(|(k, c)| (vec![("kind", k.to_string())], l(c)))
+            .collect(),
+        },
+    ];
+    if let Some(depth) = info
+        .listener_fd
+        .and_then(crate::listener::accept_queue_depth)
+    {
+        f.push(one(
+            "metricstream_accept_queue_depth",
+            "Connections waiting in the listener's accept queue (TCP_INFO).",
+            Gauge,
+            depth as f64,
+        ));
+    }
+    f
 }
 
 #[cfg(test)]

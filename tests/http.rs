@@ -16,10 +16,11 @@ fn ping_is_204_with_the_common_headers() {
     assert_eq!(r.status, 204);
     assert!(r.header("Date").is_some());
     assert_eq!(r.header("Server"), Some("metricstream"));
-    assert!(r
-        .header("X-Influxdb-Version")
-        .unwrap()
-        .starts_with("metricstream-"));
+    assert!(
+        r.header("X-Influxdb-Version")
+            .unwrap()
+            .starts_with("metricstream-")
+    );
     assert_eq!(r.header("X-Influxdb-Build"), Some("OSS"));
     assert_eq!(r.header("Request-Id").map(str::len), Some(36));
     assert!(
@@ -453,9 +454,10 @@ fn no_connection_left_behind() {
     let s = Server::start(&[]);
     // Let the server settle, then take its baseline.
     assert_eq!(get(s.addr, "/ping").status, 204);
-    assert!(wait_until(Duration::from_secs(5), || s.stats()
-        ["connections_active"]
-        == 1));
+    assert!(wait_until(
+        Duration::from_secs(5),
+        || s.stats()["connections_active"] == 1
+    ));
     let fds = s.fd_count();
     for _ in 0..50 {
         let mut c = Reader::new(s.connect());

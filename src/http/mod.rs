@@ -10,5 +10,5 @@ pub mod request;
 pub mod response;
 
 pub use chunked::{ChunkError, ChunkedDecoder};
-pub use request::{parse_head, BodyFraming, HeadError, Method, RequestHead, Version};
-pub use response::{reason, ResponseWriter};
+pub use request::{BodyFraming, HeadError, Method, RequestHead, Version, parse_head};
+pub use response::{ResponseWriter, reason};

@@ -144,7 +144,7 @@ pub fn parse_head(
                 httparse::Error::NewLine => HeadError::Bad("invalid line ending"),
                 httparse::Error::Token => HeadError::Bad("malformed request line"),
                 _ => HeadError::Bad("malformed request head"),
-            })
+            });
         }
     };
     if head_len > max_header_bytes {
@@ -185,7 +185,7 @@ pub fn parse_head(
                 let n = parse_content_length(trim(part))?;
                 match content_length {
                     Some(prev) if prev != n => {
-                        return Err(HeadError::Bad("conflicting Content-Length values"))
+                        return Err(HeadError::Bad("conflicting Content-Length values"));
                     }
                     _ => content_length = Some(n),
                 }
@@ -448,7 +448,9 @@ mod tests {
 
     #[test]
     fn expect_and_encoding_headers() {
-        let h = ok("POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Encoding: gzip\r\nContent-Length: 1\r\n\r\n");
+        let h = ok(
+            "POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Encoding: gzip\r\nContent-Length: 1\r\n\r\n",
+        );
         assert!(h.expect_continue);
         assert_eq!(h.content_encoding, ContentEncoding::Gzip);
         let h = ok("POST / HTTP/1.1\r\nExpect: something\r\nContent-Encoding: br\r\n\r\n");

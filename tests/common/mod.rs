@@ -303,7 +303,7 @@ impl Reader {
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         || e.kind() == std::io::ErrorKind::TimedOut =>
                 {
-                    return false
+                    return false;
                 }
                 Err(_) => return true,
             }

@@ -1,0 +1,858 @@
+//! Prometheus text exposition (format 0.0.4) of `GET /metrics`.
+//!
+//! Owns the mapping from line-protocol series to Prometheus samples: family names
+//! (`<measurement>_<field>` sanitised per `char` of the lossily decoded UTF-8 name), label
+//! names from tag keys (sanitised, `__`-prefixed keys renamed `tag__…`, collisions resolved by
+//! original key order), label value and HELP escaping, grouping of measurements that
+//! sanitise to one family, removal of duplicate label sets, and the server's own families
+//! rendered after the user's.
+
+use std::borrow::Cow;
+use std::io::Write;
+
+use hashbrown::HashMap;
+
+use crate::pipeline::aggregator::{
+    FieldAgg, GroupView, LastValue, SeriesStore, Tag, escaped_measurement,
+};
+
+/// Prometheus type of one of the server's own families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnKind {
+    Counter,
+    Gauge,
+}
+
+/// One of the server's own metric families. `name` and label names must already be valid
+/// Prometheus names (they are the server's constants); label values and `help` are escaped
+/// here. Samples with a non-finite value are skipped.
+#[derive(Clone, Debug)]
+pub struct OwnFamily<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    pub kind: OwnKind,
+    /// `(labels, value)` per sample.
+    pub samples: Vec<(Vec<(&'a str, String)>, f64)>,
+}
+
+/// Prefix reserved for the server's own families; a user family starting with it gets `_`.
+const OWN_PREFIX: &str = "metricstream_";
+
+/// Metric name of a series: `<measurement>_<field>`, every `char` of the lossily decoded
+/// UTF-8 outside `[a-zA-Z0-9_:]` replaced by `_`, `_` before a leading digit, `_` before a
+/// name starting with `metricstream_`.
+pub(crate) fn metric_name(measurement: &[u8], field: &[u8]) -> String {
+    let m = String::from_utf8_lossy(measurement);
+    let f = String::from_utf8_lossy(field);
+    let mut out = String::with_capacity(m.len() + f.len() + 2);
+    let keep = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    out.extend(m.chars().map(|c| if keep(c) { c } else { '_' }));
+    out.push('_');
+    out.extend(f.chars().map(|c| if keep(c) { c } else { '_' }));
+    if out.as_bytes()[0].is_ascii_digit() || out.starts_with(OWN_PREFIX) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// Label name of a tag key: every `char` outside `[a-zA-Z0-9_]` replaced by `_`, `_` before
+/// a leading digit (an empty key becomes `_`), `tag` before a name starting with `__`.
+pub(crate) fn label_name(key: &[u8]) -> Cow<'_, str> {
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    if key
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        && !key.starts_with(b"__")
+        && key.iter().all(plain)
+    {
+        // Already a valid label name (ASCII, so this never fails).
+        if let Ok(s) = std::str::from_utf8(key) {
+            return Cow::Borrowed(s);
+        }
+    }
+    let k = String::from_utf8_lossy(key);
+    let mut out: String = k
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.as_bytes()[0].is_ascii_digit() {
+        out.insert(0, '_');
+    }
+    if out.starts_with("__") {
+        out.insert_str(0, "tag");
+    }
+    Cow::Owned(out)
+}
+
+/// The labels a series exposes: `(label name, index into tags)` sorted by label name, and
+/// how many tags were left out because a tag whose original (unescaped) key sorts first
+/// took the same label name. Tags with an empty value are skipped altogether (Prometheus
+/// treats an empty label value as an absent label); they do not count as collisions.
+pub(crate) fn resolve_labels<'t>(tags: &'t [Tag<'_>]) -> (Vec<(Cow<'t, str>, usize)>, usize) {
+    let mut labels: Vec<(Cow<'t, str>, usize)> = tags
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, v))| !v.is_empty())
+        .map(|(i, (k, _))| (label_name(k), i))
+        .collect();
+    labels.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| tags[a.1].0.cmp(&tags[b.1].0))
+            .then(a.1.cmp(&b.1))
+    });
+    let before = labels.len();
+    labels.dedup_by(|later, earlier| later.0 == earlier.0);
+    let dropped = before - labels.len();
+    (labels, dropped)
+}
+
+/// Appends `text`, replacing each byte that has an entry in `escapes` by its escape.
+fn push_escaped(out: &mut Vec<u8>, text: &str, escapes: &[(u8, &[u8])]) {
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if let Some((_, esc)) = escapes.iter().find(|(c, _)| c == b) {
+            out.extend_from_slice(&bytes[run..i]);
+            out.extend_from_slice(esc);
+            run = i + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[run..]);
+}
+
+/// Appends a label value escaped per the text format (`\\`, `\"`, `\n`).
+fn push_label_value(out: &mut Vec<u8>, value: &str) {
+    push_escaped(
+        out,
+        value,
+        &[(b'\\', b"\\\\"), (b'"', b"\\\""), (b'\n', b"\\n")],
+    );
+}
+
+/// Appends HELP text escaped per the text format (`\\`, `\n`).
+fn push_help(out: &mut Vec<u8>, help: &str) {
+    push_escaped(out, help, &[(b'\\', b"\\\\"), (b'\n', b"\\n")]);
+}
+
+/// Appends `{name="value",…}` (nothing when there are no labels) for one group.
+fn push_labels(out: &mut Vec<u8>, view: &GroupView<'_>) {
+    let (labels, _) = resolve_labels(&view.tags);
+    for (n, (name, idx)) in labels.iter().enumerate() {
+        out.push(if n == 0 { b'{' } else { b',' });
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"=\"");
+        push_label_value(out, &String::from_utf8_lossy(&view.tags[*idx].1));
+        out.push(b'"');
+    }
+    if !labels.is_empty() {
+        out.push(b'}');
+    }
+}
+
+/// An exported sample value: `last` when numeric and finite.
+#[derive(Clone, Copy)]
+enum Num {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+fn exported(last: &LastValue) -> Option<Num> {
+    match *last {
+        LastValue::Int(i) => Some(Num::Int(i)),
+        LastValue::UInt(u) => Some(Num::UInt(u)),
+        LastValue::Float(f) if f.is_finite() => Some(Num::Float(f)),
+        LastValue::Bool(b) => Some(Num::Bool(b)),
+        LastValue::Float(_) | LastValue::Str(_) => None,
+    }
+}
+
+/// Writes a finite float the way Go's `ParseFloat` reads it back exactly: plain decimal for
+/// ordinary magnitudes (Rust's shortest round-trip `{}`), exponent form (`1.7e308`) outside
+/// `[1e-5, 1e16)` so huge or tiny values do not print hundreds of digits.
+fn write_f64(out: &mut Vec<u8>, f: f64) {
+    let a = f.abs();
+    // Writing into a Vec cannot fail.
+    let _ = if a == 0.0 || (1e-5..1e16).contains(&a) {
+        write!(out, "{f}")
+    } else {
+        write!(out, "{f:e}")
+    };
+}
+
+fn write_value(out: &mut Vec<u8>, value: Num) {
+    let _ = match value {
+        Num::Int(i) => write!(out, "{i}"),
+        Num::UInt(u) => write!(out, "{u}"),
+        Num::Bool(b) => write!(out, "{}", u8::from(b)),
+        Num::Float(f) => {
+            write_f64(out, f);
+            Ok(())
+        }
+    };
+}
+
+/// One exported sample before ordering: the ranks it sorts by, then what it renders.
+struct Entry<'a> {
+    family_rank: u32,
+    labels_rank: u32,
+    family: u32,
+    group: u32,
+    field: &'a FieldAgg,
+    value: Num,
+}
+
+/// Sorts `0..len` under `cmp`; returns the order and each index's rank (equal items share
+/// a rank).
+fn ranked(len: usize, cmp: impl Fn(usize, usize) -> std::cmp::Ordering) -> (Vec<u32>, Vec<u32>) {
+    let mut order: Vec<u32> = (0..len as u32).collect();
+    order.sort_unstable_by(|&a, &b| cmp(a as usize, b as usize));
+    let mut ranks = vec![0u32; len];
+    let mut rank = 0u32;
+    for (n, &i) in order.iter().enumerate() {
+        if n > 0 && cmp(order[n - 1] as usize, i as usize).is_ne() {
+            rank += 1;
+        }
+        ranks[i as usize] = rank;
+    }
+    (order, ranks)
+}
+
+/// Renders every numeric user series and then the server's own families.
+///
+/// User series are gauges holding `last` (booleans as 0/1, integers exactly, no sample
+/// timestamps); series whose `last` is a string, or a non-finite float, are not exported.
+/// Families are sorted by name; within a family samples are sorted by label set. When two
+/// series of one family end up with the same label set (e.g. measurements `a-b` and `a.b`
+/// with the same tags and field, or tag keys `a.b` / `a-b` on one measurement), only the
+/// one whose original (unescaped) measurement sorts first is kept; ties are broken by the
+/// original series key, then the original field name.
+pub fn render_metrics(store: &SeriesStore, own: &[OwnFamily<'_>], out: &mut Vec<u8>) {
+    // Groups with something to export, their label text (in one buffer), and interned
+    // family names (many series share a (measurement, field) pair: one name per pair).
+    let mut groups: Vec<GroupView<'_>> = Vec::with_capacity(store.group_count());
+    let mut label_text: Vec<u8> = Vec::new();
+    let mut label_spans: Vec<(usize, usize)> = Vec::with_capacity(store.group_count());
+    let mut family_ids: HashMap<(&[u8], &[u8]), u32> = HashMap::new();
+    let mut families: Vec<String> = Vec::new();
+    let mut entries: Vec<Entry<'_>> = Vec::with_capacity(store.series_count());
+    for view in store.groups() {
+        let group = groups.len() as u32;
+        let measurement = escaped_measurement(view.key);
+        let before = entries.len();
+        for field in view.fields {
+            let Some(value) = exported(field.last()) else {
+                continue;
+            };
+            let family = *family_ids
+                .entry((measurement, field.escaped_name()))
+                .or_insert_with(|| {
+                    families.push(metric_name(&view.measurement, &field.name()));
+                    families.len() as u32 - 1
+                });
+            entries.push(Entry {
+                family_rank: 0,
+                labels_rank: 0,
+                family,
+                group,
+                field,
+                value,
+            });
+        }
+        if entries.len() > before {
+            let start = label_text.len();
+            push_labels(&mut label_text, &view);
+            label_spans.push((start, label_text.len()));
+            groups.push(view);
+        }
+    }
+
+    // Order: family name, then label set (both as integer ranks so the big sort stays
+    // cheap), then, only between duplicates of one (family, label set), original
+    // measurement, original key and original field name.
+    let (_, family_ranks) = ranked(families.len(), |a, b| families[a].cmp(&families[b]));
+    let labels_of = |g: usize| &label_text[label_spans[g].0..label_spans[g].1];
+    let (label_order, labels_ranks) = ranked(groups.len(), |a, b| labels_of(a).cmp(labels_of(b)));
+    // Label texts again, one per distinct label set, in rank order: the output loop then
+    // reads them sequentially within each family.
+    let mut sorted_labels: Vec<u8> = Vec::with_capacity(label_text.len());
+    let mut sorted_spans: Vec<(usize, usize)> = Vec::new();
+    for &g in &label_order {
+        if sorted_spans.len() as u32 == labels_ranks[g as usize] {
+            let start = sorted_labels.len();
+            sorted_labels.extend_from_slice(labels_of(g as usize));
+            sorted_spans.push((start, sorted_labels.len()));
+        }
+    }
+    for e in &mut entries {
+        e.family_rank = family_ranks[e.family as usize];
+        e.labels_rank = labels_ranks[e.group as usize];
+    }
+    entries.sort_unstable_by(|a, b| {
+        (a.family_rank, a.labels_rank)
+            .cmp(&(b.family_rank, b.labels_rank))
+            .then_with(|| {
+                let (ga, gb) = (&groups[a.group as usize], &groups[b.group as usize]);
+                ga.measurement
+                    .cmp(&gb.measurement)
+                    .then_with(|| ga.key.cmp(gb.key))
+                    .then_with(|| a.field.name().cmp(&b.field.name()))
+            })
+    });
+    // Keep the first (by the order above) of every (family, label set).
+    entries.dedup_by(|later, earlier| {
+        later.family_rank == earlier.family_rank && later.labels_rank == earlier.labels_rank
+    });
+
+    out.reserve(sorted_labels.len() + entries.len() * 32);
+    let mut current = None;
+    for e in &entries {
+        let family = families[e.family as usize].as_str();
+        if current != Some(e.family_rank) {
+            current = Some(e.family_rank);
+            let _ = write!(out, "# HELP {family} Last value of field \"");
+            push_help(out, &String::from_utf8_lossy(&e.field.name()));
+            out.extend_from_slice(b"\" of measurement \"");
+            push_help(
+                out,
+                &String::from_utf8_lossy(&groups[e.group as usize].measurement),
+            );
+            out.extend_from_slice(b"\" (line protocol).\n");
+            let _ = writeln!(out, "# TYPE {family} gauge");
+        }
+        out.extend_from_slice(family.as_bytes());
+        let (start, end) = sorted_spans[e.labels_rank as usize];
+        out.extend_from_slice(&sorted_labels[start..end]);
+        out.push(b' ');
+        write_value(out, e.value);
+        out.push(b'\n');
+    }
+
+    for fam in own {
+        render_own(fam, out);
+    }
+}
+
+fn render_own(fam: &OwnFamily<'_>, out: &mut Vec<u8>) {
+    let _ = write!(out, "# HELP {} ", fam.name);
+    push_help(out, fam.help);
+    let kind = match fam.kind {
+        OwnKind::Counter => "counter",
+        OwnKind::Gauge => "gauge",
+    };
+    let _ = writeln!(out, "\n# TYPE {} {kind}", fam.name);
+    for (labels, value) in &fam.samples {
+        if !value.is_finite() {
+            continue;
+        }
+        out.extend_from_slice(fam.name.as_bytes());
+        if !labels.is_empty() {
+            out.push(b'{');
+            for (n, (name, v)) in labels.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"=\"");
+                push_label_value(out, v);
+                out.push(b'"');
+            }
+            out.push(b'}');
+        }
+        out.push(b' ');
+        write_f64(out, *value);
+        out.push(b'\n');
+    }
+}
+
+/// A small validator of the text format as this module emits it, used by the tests.
+#[cfg(test)]
+pub(crate) mod check {
+    use std::collections::{BTreeSet, HashSet};
+
+    fn valid_metric_name(s: &str) -> bool {
+        let mut chars = s.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+
+    fn valid_label_name(s: &str) -> bool {
+        let mut chars = s.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !s.starts_with("__")
+    }
+
+    /// Parses `{a="x",b="y"}` at the start of `s`; returns the labels and the rest.
+    type Labels = Vec<(String, String)>;
+
+    fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
+        let mut labels = Vec::new();
+        s = s.strip_prefix('{').ok_or("expected {")?;
+        if let Some(rest) = s.strip_prefix('}') {
+            return Ok((labels, rest));
+        }
+        loop {
+            let eq = s.find('=').ok_or("label without =")?;
+            let name = &s[..eq];
+            if !valid_label_name(name) {
+                return Err(format!("bad label name {name:?}"));
+            }
+            s = s[eq + 1..]
+                .strip_prefix('"')
+                .ok_or("label value not quoted")?;
+            let mut value = String::new();
+            let mut chars = s.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((i, '"')) => break i,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, '\\')) => value.push('\\'),
+                        Some((_, '"')) => value.push('"'),
+                        Some((_, 'n')) => value.push('\n'),
+                        other => return Err(format!("bad escape {other:?}")),
+                    },
+                    Some((_, '\n')) => return Err("raw newline in label value".into()),
+                    Some((_, c)) => value.push(c),
+                    None => return Err("unterminated label value".into()),
+                }
+            };
+            labels.push((name.to_owned(), value));
+            s = &s[end + 1..];
+            if let Some(rest) = s.strip_prefix(',') {
+                s = rest;
+            } else if let Some(rest) = s.strip_prefix('}') {
+                return Ok((labels, rest));
+            } else {
+                return Err("expected , or }".into());
+            }
+        }
+    }
+
+    /// Checks: every line is a `# HELP`/`# TYPE` comment or `name{labels} value`; each
+    /// family has one HELP and one TYPE before its samples; families are contiguous; no
+    /// duplicate label names in a sample nor duplicate label sets in a family; values are
+    /// finite floats; no timestamps. Returns the number of samples.
+    pub(crate) fn check_exposition(text: &str) -> Result<usize, String> {
+        if !text.is_empty() && !text.ends_with('\n') {
+            return Err("missing final newline".into());
+        }
+        let mut seen_families: HashSet<String> = HashSet::new();
+        let mut current: Option<String> = None;
+        let mut has_help = false;
+        let mut has_type = false;
+        let mut label_sets: HashSet<BTreeSet<(String, String)>> = HashSet::new();
+        let mut samples = 0;
+        for (n, line) in text.lines().enumerate() {
+            let err = |m: String| format!("line {}: {m}: {line:?}", n + 1);
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut parts = rest.splitn(3, ' ');
+                let kw = parts.next().unwrap_or("");
+                let name = parts.next().unwrap_or("").to_owned();
+                let arg = parts.next().unwrap_or("");
+                if kw != "HELP" && kw != "TYPE" {
+                    continue;
+                }
+                if !valid_metric_name(&name) {
+                    return Err(err("bad family name".into()));
+                }
+                if current.as_deref() != Some(name.as_str()) {
+                    if !seen_families.insert(name.clone()) {
+                        return Err(err("family not contiguous".into()));
+                    }
+                    current = Some(name);
+                    has_help = false;
+                    has_type = false;
+                    label_sets.clear();
+                }
+                if kw == "HELP" {
+                    if has_help || has_type {
+                        return Err(err("HELP repeated or after TYPE".into()));
+                    }
+                    if arg.is_empty() {
+                        return Err(err("empty HELP".into()));
+                    }
+                    has_help = true;
+                } else {
+                    if has_type {
+                        return Err(err("duplicate TYPE".into()));
+                    }
+                    if !matches!(arg, "counter" | "gauge") {
+                        return Err(err("unexpected type".into()));
+                    }
+                    has_type = true;
+                }
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                return Err(err("unexpected line".into()));
+            }
+            let name_end = line
+                .find(['{', ' '])
+                .ok_or_else(|| err("no value".into()))?;
+            let name = &line[..name_end];
+            if current.as_deref() != Some(name) || !has_help || !has_type {
+                return Err(err("sample outside its family or before HELP/TYPE".into()));
+            }
+            let mut rest = &line[name_end..];
+            let mut labels = Vec::new();
+            if rest.starts_with('{') {
+                let (l, r) = parse_labels(rest).map_err(err)?;
+                labels = l;
+                rest = r;
+            }
+            let value = rest
+                .strip_prefix(' ')
+                .ok_or_else(|| err("no space".into()))?;
+            let v: f64 = value.parse().map_err(|_| err("bad value".into()))?;
+            if !v.is_finite() {
+                return Err(err("non-finite value".into()));
+            }
+            let set: BTreeSet<(String, String)> = labels.iter().cloned().collect();
+            let names: HashSet<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+            if names.len() != labels.len() {
+                return Err(err("duplicate label name".into()));
+            }
+            if !label_sets.insert(set) {
+                return Err(err("duplicate label set".into()));
+            }
+            samples += 1;
+        }
+        Ok(samples)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check::check_exposition;
+    use super::*;
+    use crate::pipeline::aggregator::test_support::{
+        TestPoint, V, arbitrary_store, batch, raw_point,
+    };
+    use proptest::prelude::*;
+
+    fn render(store: &SeriesStore, own: &[OwnFamily<'_>]) -> String {
+        let mut out = Vec::new();
+        render_metrics(store, own, &mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        if let Err(e) = check_exposition(&text) {
+            panic!("{e}\n{text}");
+        }
+        text
+    }
+
+    fn store_of(points: &[TestPoint<'_>]) -> SeriesStore {
+        let mut s = SeriesStore::new(usize::MAX);
+        s.apply(&batch(points));
+        s
+    }
+
+    fn samples(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn basic_gauges() {
+        let s = store_of(&[(
+            "cpu,host=a,region=eu",
+            1,
+            &[("usage", V::F(0.5)), ("uptime", V::I(42))],
+        )]);
+        assert_eq!(
+            render(&s, &[]),
+            "# HELP cpu_uptime Last value of field \"uptime\" of measurement \"cpu\" (line protocol).\n\
+             # TYPE cpu_uptime gauge\n\
+             cpu_uptime{host=\"a\",region=\"eu\"} 42\n\
+             # HELP cpu_usage Last value of field \"usage\" of measurement \"cpu\" (line protocol).\n\
+             # TYPE cpu_usage gauge\n\
+             cpu_usage{host=\"a\",region=\"eu\"} 0.5\n"
+        );
+    }
+
+    #[test]
+    fn metric_name_sanitising() {
+        assert_eq!(metric_name(b"my.meas-1", b"used %"), "my_meas_1_used__");
+        // per char of lossy UTF-8: one `_` per non-ASCII char, not per byte
+        assert_eq!(metric_name("température".as_bytes(), b"v"), "temp_rature_v");
+        assert_eq!(metric_name(b"\xff\xfe", b"v"), "___v");
+        assert_eq!(metric_name(b"1m", b"f"), "_1m_f");
+        assert_eq!(metric_name(b"a:b", b"c"), "a:b_c");
+        assert_eq!(metric_name(b"metricstream", b"x"), "_metricstream_x");
+        assert_eq!(
+            metric_name(b"metricstream_points", b"x"),
+            "_metricstream_points_x"
+        );
+        assert_eq!(metric_name(b"metricstreamx", b"y"), "metricstreamx_y");
+    }
+
+    #[test]
+    fn label_name_sanitising() {
+        assert_eq!(label_name(b"host.name"), "host_name");
+        assert_eq!(label_name(b"a:b"), "a_b");
+        assert_eq!(label_name(b"1a"), "_1a");
+        assert_eq!(label_name(b"__x"), "tag__x");
+        assert_eq!(label_name(b"__name__"), "tag__name__");
+        assert_eq!(label_name(b"._x"), "tag__x");
+        assert_eq!(label_name("zoné".as_bytes()), "zon_");
+        assert_eq!(label_name(b""), "_");
+        assert!(matches!(label_name(b"host_1"), Cow::Borrowed("host_1")));
+        assert_eq!(label_name(b"_"), "_");
+    }
+
+    #[test]
+    fn label_values_escaped() {
+        let s = store_of(&[("m,k=a\"b\\c\nd\\,e", 1, &[("f", V::I(1))])]);
+        let text = render(&s, &[]);
+        assert_eq!(samples(&text), vec![r#"m_f{k="a\"b\\c\nd,e"} 1"#]);
+    }
+
+    #[test]
+    fn escaped_names_are_unescaped_before_sanitising() {
+        let s = store_of(&[(r"my\ m\,x,t\ k=v\ 1", 1, &[(r"f\=g", V::I(1))])]);
+        let text = render(&s, &[]);
+        assert_eq!(samples(&text), vec![r#"my_m_x_f_g{t_k="v 1"} 1"#]);
+        assert!(text.contains("of field \"f=g\" of measurement \"my m,x\""));
+    }
+
+    #[test]
+    fn value_formats() {
+        let s = store_of(&[(
+            "m",
+            1,
+            &[
+                ("b1", V::B(true)),
+                ("b0", V::B(false)),
+                ("i", V::I(i64::MIN)),
+                ("u", V::U(u64::MAX)),
+                ("neg", V::F(-0.25)),
+                ("big", V::F(1e22)),
+                ("small", V::F(-1.5e-7)),
+                ("huge", V::F(f64::MAX)),
+                ("sixteen", V::F(9999999999999998.0)),
+                ("whole", V::F(3.0)),
+            ],
+        )]);
+        let text = render(&s, &[]);
+        assert_eq!(
+            samples(&text),
+            vec![
+                "m_b0 0",
+                "m_b1 1",
+                "m_big 1e22",
+                "m_huge 1.7976931348623157e308",
+                "m_i -9223372036854775808",
+                "m_neg -0.25",
+                "m_sixteen 9999999999999998",
+                "m_small -1.5e-7",
+                "m_u 18446744073709551615",
+                "m_whole 3",
+            ]
+        );
+        assert!(!text.contains(" 1718"), "no timestamps");
+    }
+
+    #[test]
+    fn strings_and_non_finite_not_exported() {
+        let s = store_of(&[
+            (
+                "m",
+                1,
+                &[("s", V::S("x")), ("n", V::F(1.0)), ("nan", V::F(f64::NAN))],
+            ),
+            (
+                "m",
+                2,
+                &[("n", V::S("now a string")), ("inf", V::F(f64::INFINITY))],
+            ),
+            ("onlystr", 1, &[("s", V::S("x"))]),
+        ]);
+        let text = render(&s, &[]);
+        assert_eq!(text, "");
+        let s = store_of(&[
+            ("m", 2, &[("n", V::S("str"))]),
+            ("m", 1, &[("n", V::F(1.0))]),
+            ("m", 3, &[("x", V::F(1.0))]),
+        ]);
+        assert_eq!(samples(&render(&s, &[])), vec!["m_x 1"]);
+    }
+
+    #[test]
+    fn colliding_measurements_form_one_family() {
+        let s = store_of(&[
+            ("a.b,h=1", 1, &[("f", V::I(2))]),
+            ("zz", 1, &[("f", V::I(0))]),
+            ("a-b,h=1", 1, &[("f", V::I(1))]),
+            ("a-b,h=2", 1, &[("f", V::I(3))]),
+            ("a.b,h=3", 1, &[("f", V::I(4))]),
+            ("a,h=9", 1, &[("b_f", V::I(5))]),
+        ]);
+        let text = render(&s, &[]);
+        assert_eq!(text.matches("# TYPE a_b_f gauge").count(), 1);
+        assert_eq!(text.matches("# HELP a_b_f ").count(), 1);
+        // `a-b` sorts before `a.b`, so h=1 keeps the `a-b` sample (value 1).
+        assert_eq!(
+            samples(&text),
+            vec![
+                r#"a_b_f{h="1"} 1"#,
+                r#"a_b_f{h="2"} 3"#,
+                r#"a_b_f{h="3"} 4"#,
+                r#"a_b_f{h="9"} 5"#,
+                "zz_f 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_label_sets_from_tag_sanitising() {
+        let s = store_of(&[
+            ("m,a.b=1", 1, &[("f", V::I(1))]),
+            ("m,a-b=1", 1, &[("f", V::I(2))]),
+            ("m,a:b=1", 1, &[("f", V::I(3))]),
+        ]);
+        // Same measurement: ties broken by original key; `m,a-b=1` sorts first.
+        assert_eq!(samples(&render(&s, &[])), vec![r#"m_f{a_b="1"} 2"#]);
+    }
+
+    #[test]
+    fn colliding_tags_keep_first_original_key() {
+        let s = store_of(&[(
+            "m,a-b=1,a.b=2,a_b=3,z=4",
+            1,
+            &[("f", V::I(1)), ("g", V::I(2))],
+        )]);
+        let text = render(&s, &[]);
+        assert_eq!(
+            samples(&text),
+            vec![r#"m_f{a_b="1",z="4"} 1"#, r#"m_g{a_b="1",z="4"} 2"#]
+        );
+        assert_eq!(s.label_collisions(), 4);
+        render(&s, &[]);
+        assert_eq!(s.label_collisions(), 4);
+    }
+
+    #[test]
+    fn reserved_and_numeric_tag_keys() {
+        let s = store_of(&[("m,1x=a,__name__=b,__x=c,tag__x=d", 1, &[("f", V::I(1))])]);
+        // `__x` and `tag__x` collide on `tag__x`; `__x` sorts first and wins.
+        assert_eq!(
+            samples(&render(&s, &[])),
+            vec![r#"m_f{_1x="a",tag__name__="b",tag__x="c"} 1"#]
+        );
+        assert_eq!(s.label_collisions(), 1);
+    }
+
+    #[test]
+    fn empty_tag_values_are_omitted() {
+        let s = store_of(&[("m,a=,b=1", 1, &[("f", V::I(1))])]);
+        assert_eq!(samples(&render(&s, &[])), vec![r#"m_f{b="1"} 1"#]);
+        assert_eq!(s.label_collisions(), 0);
+    }
+
+    #[test]
+    fn user_family_never_shadows_own() {
+        let s = store_of(&[("metricstream_points", 1, &[("total", V::I(1))])]);
+        let own = [OwnFamily {
+            name: "metricstream_points_total",
+            help: "Points.",
+            kind: OwnKind::Counter,
+            samples: vec![(vec![], 7.0)],
+        }];
+        let text = render(&s, &own);
+        assert!(text.contains("\n_metricstream_points_total 1\n"));
+        assert!(text.contains("\nmetricstream_points_total 7\n"));
+    }
+
+    #[test]
+    fn own_families_after_user_families() {
+        let s = store_of(&[("zzz", 1, &[("f", V::I(1))])]);
+        let own = [
+            OwnFamily {
+                name: "metricstream_label_collisions_total",
+                help: "Tag labels left out\\dropped\nbecause of collisions.",
+                kind: OwnKind::Counter,
+                samples: vec![(vec![], s.label_collisions() as f64)],
+            },
+            OwnFamily {
+                name: "metricstream_queue_depth",
+                help: "Batches queued.",
+                kind: OwnKind::Gauge,
+                samples: vec![
+                    (vec![("queue", "a\"b".to_owned())], 1.5),
+                    (vec![("queue", "nan".to_owned())], f64::NAN),
+                ],
+            },
+        ];
+        let text = render(&s, &own);
+        let tail = text.split_once("zzz_f 1\n").expect("user first").1;
+        assert_eq!(
+            tail,
+            "# HELP metricstream_label_collisions_total Tag labels left out\\\\dropped\\nbecause of collisions.\n\
+             # TYPE metricstream_label_collisions_total counter\n\
+             metricstream_label_collisions_total 0\n\
+             # HELP metricstream_queue_depth Batches queued.\n\
+             # TYPE metricstream_queue_depth gauge\n\
+             metricstream_queue_depth{queue=\"a\\\"b\"} 1.5\n"
+        );
+    }
+
+    #[test]
+    fn checker_rejects_bad_output() {
+        let bad = [
+            "m 1\n",
+            "# HELP m h\n# TYPE m gauge\nm 1\n# HELP n h\n# TYPE n gauge\nn 1\n# TYPE m gauge\n",
+            "# HELP m h\n# TYPE m gauge\n# TYPE m gauge\nm 1\n",
+            "# HELP m h\n# TYPE m gauge\nm{a=\"1\"} 1\nm{a=\"1\"} 2\n",
+            "# HELP m h\n# TYPE m gauge\nm{__a=\"1\"} 1\n",
+            "# HELP m h\n# TYPE m gauge\nm NaN\n",
+            "# HELP m h\n# TYPE m gauge\nm{a=\"\\x\"} 1\n",
+            "# HELP m h\n# TYPE m gauge\nm 1 123\n",
+        ];
+        for b in bad {
+            assert!(check_exposition(b).is_err(), "{b:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn floats_round_trip(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
+            let mut out = Vec::new();
+            write_f64(&mut out, f);
+            let text = String::from_utf8(out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(text.len() <= 26, "{}", text);
+            prop_assert_eq!(text.parse::<f64>().ok(), Some(f));
+        }
+
+        #[test]
+        fn arbitrary_stores_render_valid_exposition(
+            points in prop::collection::vec(raw_point(), 0..40),
+            max_series in 0usize..60,
+        ) {
+            let s = arbitrary_store(&points, max_series);
+            let own = [OwnFamily {
+                name: "metricstream_series",
+                help: "Series held.",
+                kind: OwnKind::Gauge,
+                samples: vec![(vec![], s.series_count() as f64)],
+            }];
+            let mut out = Vec::new();
+            render_metrics(&s, &own, &mut out);
+            let text = String::from_utf8(out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let n = check_exposition(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            prop_assert!(n >= 1);
+            prop_assert!(n <= s.series_count() + 1);
+            // Deterministic: a second render is byte-identical.
+            let mut again = Vec::new();
+            render_metrics(&s, &own, &mut again);
+            prop_assert_eq!(text.as_bytes(), &again[..]);
+        }
+    }
+}

@@ -1,0 +1,967 @@
+//! The series store: the aggregator thread's map from canonical series key to the running
+//! aggregates of every field seen under that key, and the read-side view of it.
+//!
+//! It owns the product's series contract (what `count`/`sum`/`min`/`max`/`last` mean, the
+//! `--max-series` limit, counting of tag labels lost to sanitisation collisions) and the
+//! line-protocol unescaping of stored names. Layout: one hash-table entry per series *group*
+//! (one canonical key, stored once as boxed bytes), each holding a small `Vec` of per-field
+//! aggregates matched by linear search; applying a point is one hash lookup plus a few
+//! byte comparisons and never allocates unless it creates a series (or replaces a string
+//! `last` value with one of a different length).
+
+use std::borrow::Cow;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::pipeline::batch::{Batch, FieldRec, Value};
+
+/// Bytes a backslash escapes inside a measurement name.
+const MEASUREMENT_ESCAPES: &[u8] = b", ";
+/// Bytes a backslash escapes inside a tag key, tag value or field key.
+const KEY_ESCAPES: &[u8] = b",= ";
+
+/// Counts returned by [`SeriesStore::apply`] for the server's stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Every point taken from the batch, whether or not any of its fields was kept.
+    pub points_applied: u64,
+    /// Points that lost at least one field value because it would have created a series
+    /// past `--max-series`.
+    pub points_dropped_series_limit: u64,
+}
+
+/// The most recent value of a series, in the type it arrived with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LastValue {
+    Float(f64),
+    Int(i64),
+    UInt(u64),
+    Bool(bool),
+    /// Raw (unescaped) string content; may not be valid UTF-8.
+    Str(Box<[u8]>),
+}
+
+impl LastValue {
+    /// The value as a Prometheus gauge would hold it: `None` for strings.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            LastValue::Float(f) => Some(f),
+            LastValue::Int(i) => Some(i as f64),
+            LastValue::UInt(u) => Some(u as f64),
+            LastValue::Bool(b) => Some(if b { 1.0 } else { 0.0 }),
+            LastValue::Str(_) => None,
+        }
+    }
+}
+
+/// Aggregates of one series (one field under one series key).
+#[derive(Clone, Debug)]
+pub struct FieldAgg {
+    /// Field key, escaped as received.
+    name: Box<[u8]>,
+    count: u64,
+    sum: f64,
+    /// `+inf` / `-inf` until a numeric value arrives; `min <= max` means "has numeric".
+    min: f64,
+    max: f64,
+    last_timestamp_ns: i64,
+    last: LastValue,
+}
+
+impl FieldAgg {
+    fn new(name: &[u8]) -> Self {
+        FieldAgg {
+            name: name.into(),
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            last_timestamp_ns: i64::MIN,
+            last: LastValue::Bool(false),
+        }
+    }
+
+    #[inline]
+    fn update(&mut self, value: Value, batch: &Batch, timestamp_ns: i64) {
+        self.count += 1;
+        let numeric = match value {
+            Value::Float(f) => Some(f),
+            Value::Int(i) => Some(i as f64),
+            Value::UInt(u) => Some(u as f64),
+            Value::Bool(b) => Some(if b { 1.0 } else { 0.0 }),
+            Value::Str(_) => None,
+        };
+        if let Some(x) = numeric {
+            self.sum += x;
+            if x < self.min {
+                self.min = x;
+            }
+            if x > self.max {
+                self.max = x;
+            }
+        }
+        // Equal timestamps: the later-applied value wins, as in InfluxDB.
+        if timestamp_ns >= self.last_timestamp_ns {
+            self.last_timestamp_ns = timestamp_ns;
+            self.last = match value {
+                Value::Float(f) => LastValue::Float(f),
+                Value::Int(i) => LastValue::Int(i),
+                Value::UInt(u) => LastValue::UInt(u),
+                Value::Bool(b) => LastValue::Bool(b),
+                Value::Str(span) => {
+                    let s = batch.bytes(span);
+                    if let LastValue::Str(old) = &mut self.last
+                        && old.len() == s.len()
+                    {
+                        old.copy_from_slice(s);
+                        return;
+                    }
+                    LastValue::Str(s.into())
+                }
+            };
+        }
+    }
+
+    /// Field key as received (escaped).
+    pub fn escaped_name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// Field key with line-protocol escapes resolved.
+    pub fn name(&self) -> Cow<'_, [u8]> {
+        unescape_key(&self.name)
+    }
+
+    /// Values applied, of any type.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether any numeric (float, integer, unsigned, boolean) value was applied.
+    pub fn has_numeric(&self) -> bool {
+        self.min <= self.max
+    }
+
+    /// Sum of the numeric values (booleans as 0/1); `None` if there were none.
+    pub fn sum(&self) -> Option<f64> {
+        self.has_numeric().then_some(self.sum)
+    }
+
+    pub fn min(&self) -> Option<f64> {
+        self.has_numeric().then_some(self.min)
+    }
+
+    pub fn max(&self) -> Option<f64> {
+        self.has_numeric().then_some(self.max)
+    }
+
+    /// The value with the greatest timestamp (ties: the later-applied one).
+    pub fn last(&self) -> &LastValue {
+        &self.last
+    }
+
+    pub fn last_timestamp_ns(&self) -> i64 {
+        self.last_timestamp_ns
+    }
+}
+
+/// All series sharing one canonical key.
+struct Group {
+    key: Box<[u8]>,
+    fields: Vec<FieldAgg>,
+    /// Tags of this key that lose their label to a sanitisation collision (fixed per key).
+    dropped_labels: u32,
+}
+
+/// An unescaped `(tag key, tag value)` pair.
+pub type Tag<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
+/// One series group as the renderers see it.
+pub struct GroupView<'a> {
+    /// The canonical key as received (escaped measurement, `,k=v` tags).
+    pub key: &'a [u8],
+    /// Measurement, unescaped.
+    pub measurement: Cow<'a, [u8]>,
+    /// Tags, unescaped, sorted by unescaped key bytes.
+    pub tags: Vec<Tag<'a>>,
+    pub fields: &'a [FieldAgg],
+}
+
+/// The series map. Not internally synchronised: the server wraps it in a `Mutex` and the
+/// aggregator applies a whole batch per lock acquisition.
+pub struct SeriesStore {
+    table: HashTable<Group>,
+    hasher: DefaultHashBuilder,
+    max_series: usize,
+    series_count: usize,
+    label_collisions: u64,
+}
+
+impl SeriesStore {
+    pub fn new(max_series: usize) -> Self {
+        SeriesStore {
+            table: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            max_series,
+            series_count: 0,
+            label_collisions: 0,
+        }
+    }
+
+    /// Applies every point of the batch. Returns counts for the server's stats.
+    pub fn apply(&mut self, batch: &Batch) -> ApplyOutcome {
+        let mut outcome = ApplyOutcome::default();
+        for point in &batch.points {
+            outcome.points_applied += 1;
+            let fields = batch.fields_of(point);
+            if fields.is_empty() {
+                continue;
+            }
+            let key = batch.bytes(point.key);
+            let ts = point.timestamp_ns;
+            let hash = self.hasher.hash_one(key);
+            let mut limits = Limits {
+                series_count: &mut self.series_count,
+                max_series: self.max_series,
+                label_collisions: &mut self.label_collisions,
+            };
+            let dropped = match self.table.find_mut(hash, |g| *g.key == *key) {
+                Some(group) => apply_fields(group, fields, batch, ts, &mut limits),
+                None if *limits.series_count >= limits.max_series => true,
+                None => {
+                    let (_, tags) = parse_key(key);
+                    let dropped_labels = crate::exposition::resolve_labels(&tags)
+                        .1
+                        .min(u32::MAX as usize) as u32;
+                    let mut group = Group {
+                        key: key.into(),
+                        fields: Vec::with_capacity(fields.len()),
+                        dropped_labels,
+                    };
+                    let dropped = apply_fields(&mut group, fields, batch, ts, &mut limits);
+                    if !group.fields.is_empty() {
+                        let hasher = &self.hasher;
+                        self.table
+                            .insert_unique(hash, group, |g| hasher.hash_one(&*g.key));
+                    }
+                    dropped
+                }
+            };
+            if dropped {
+                outcome.points_dropped_series_limit += 1;
+            }
+        }
+        outcome
+    }
+
+    /// Number of (series key, field) pairs held.
+    pub fn series_count(&self) -> usize {
+        self.series_count
+    }
+
+    /// Number of distinct series keys held.
+    pub fn group_count(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn max_series(&self) -> usize {
+        self.max_series
+    }
+
+    /// Tag labels left out of the exposition because another tag of the same series
+    /// sanitised to the same label name; counted once per series ((key, field) pair) when
+    /// the series is created, so the figure does not depend on how often `/metrics` is read.
+    pub fn label_collisions(&self) -> u64 {
+        self.label_collisions
+    }
+
+    /// Every group, in no particular order, with names unescaped for rendering.
+    pub fn groups(&self) -> impl Iterator<Item = GroupView<'_>> + '_ {
+        self.table.iter().map(|g| {
+            let (measurement, tags) = parse_key(&g.key);
+            GroupView {
+                key: &g.key,
+                measurement,
+                tags,
+                fields: &g.fields,
+            }
+        })
+    }
+}
+
+struct Limits<'a> {
+    series_count: &'a mut usize,
+    max_series: usize,
+    label_collisions: &'a mut u64,
+}
+
+/// Applies one point's fields to its group; returns whether a field was lost to the limit.
+#[inline]
+fn apply_fields(
+    group: &mut Group,
+    fields: &[FieldRec],
+    batch: &Batch,
+    ts: i64,
+    limits: &mut Limits<'_>,
+) -> bool {
+    let mut dropped = false;
+    for (i, f) in fields.iter().enumerate() {
+        let name = batch.bytes(f.name);
+        // Points of one series usually list their fields in the same order: try the same
+        // position first, then search.
+        let slot = match group.fields.get(i) {
+            Some(agg) if *agg.name == *name => Some(i),
+            _ => group.fields.iter().position(|agg| *agg.name == *name),
+        };
+        match slot {
+            Some(j) => group.fields[j].update(f.value, batch, ts),
+            None if *limits.series_count < limits.max_series => {
+                *limits.series_count += 1;
+                *limits.label_collisions += u64::from(group.dropped_labels);
+                let mut agg = FieldAgg::new(name);
+                agg.update(f.value, batch, ts);
+                group.fields.push(agg);
+            }
+            None => dropped = true,
+        }
+    }
+    dropped
+}
+
+fn unescape<'a>(bytes: &'a [u8], escapable: &[u8]) -> Cow<'a, [u8]> {
+    if !bytes.contains(&b'\\') {
+        return Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\\'
+            && let Some(&next) = bytes.get(i + 1)
+            && escapable.contains(&next)
+        {
+            out.push(next);
+            i += 2;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// Resolves `\,` and `\ ` in a measurement name; any other backslash is literal.
+pub(crate) fn unescape_measurement(bytes: &[u8]) -> Cow<'_, [u8]> {
+    unescape(bytes, MEASUREMENT_ESCAPES)
+}
+
+/// Resolves `\,`, `\=` and `\ ` in a tag key, tag value or field key.
+pub(crate) fn unescape_key(bytes: &[u8]) -> Cow<'_, [u8]> {
+    unescape(bytes, KEY_ESCAPES)
+}
+
+/// Position of the first `stop` byte in `bytes` not escaped under `escapable`.
+fn find_unescaped(bytes: &[u8], stop: u8, escapable: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\\' && bytes.get(i + 1).is_some_and(|n| escapable.contains(n)) {
+            i += 2;
+            continue;
+        }
+        if b == stop {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The escaped measurement at the start of a canonical series key.
+pub(crate) fn escaped_measurement(key: &[u8]) -> &[u8] {
+    match find_unescaped(key, b',', MEASUREMENT_ESCAPES) {
+        Some(p) => &key[..p],
+        None => key,
+    }
+}
+
+/// Splits a canonical series key into its unescaped measurement and tags (sorted by
+/// unescaped key; stable, so duplicates keep key order).
+pub(crate) fn parse_key(key: &[u8]) -> (Cow<'_, [u8]>, Vec<Tag<'_>>) {
+    let mut tags = Vec::new();
+    if !key.contains(&b'\\') {
+        // Common case: nothing escaped, so plain splits and borrowed names.
+        let mut parts = key.split(|&b| b == b',');
+        let measurement = parts.next().unwrap_or_default();
+        for pair in parts.filter(|p| !p.is_empty()) {
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(p) => (&pair[..p], &pair[p + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            tags.push((Cow::Borrowed(k), Cow::Borrowed(v)));
+        }
+        sort_tags(&mut tags);
+        return (Cow::Borrowed(measurement), tags);
+    }
+    parse_escaped_key(key, tags)
+}
+
+/// [`parse_key`] for keys that contain a backslash.
+fn parse_escaped_key<'k>(key: &'k [u8], mut tags: Vec<Tag<'k>>) -> (Cow<'k, [u8]>, Vec<Tag<'k>>) {
+    let measurement = escaped_measurement(key);
+    let mut rest = key.get(measurement.len() + 1..).unwrap_or_default();
+    while !rest.is_empty() {
+        let (pair, next) = match find_unescaped(rest, b',', KEY_ESCAPES) {
+            Some(p) => (&rest[..p], &rest[p + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
+        if pair.is_empty() {
+            continue;
+        }
+        let (k, v) = match find_unescaped(pair, b'=', KEY_ESCAPES) {
+            Some(p) => (&pair[..p], &pair[p + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        tags.push((unescape_key(k), unescape_key(v)));
+    }
+    sort_tags(&mut tags);
+    (unescape_measurement(measurement), tags)
+}
+
+/// Sorts tags by unescaped key (stable, so repeated keys keep their order in the key).
+fn sort_tags(tags: &mut [Tag<'_>]) {
+    if !tags.is_sorted_by(|a, b| a.0 <= b.0) {
+        tags.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::pipeline::batch::{Batch, FieldRec, PointRec, Value};
+    use proptest::prelude::*;
+
+    /// A field value for building test batches.
+    #[derive(Clone, Copy, Debug)]
+    pub enum V<'a> {
+        F(f64),
+        I(i64),
+        U(u64),
+        B(bool),
+        S(&'a str),
+    }
+
+    /// Appends a point; `key` is the canonical (escaped, sorted) key, field names escaped.
+    pub fn push(batch: &mut Batch, key: &str, ts: i64, fields: &[(&str, V<'_>)]) {
+        let key = batch.push_bytes(key.as_bytes());
+        let fields_start = batch.fields.len() as u32;
+        for (name, v) in fields {
+            let name = batch.push_bytes(name.as_bytes());
+            let value = match *v {
+                V::F(f) => Value::Float(f),
+                V::I(i) => Value::Int(i),
+                V::U(u) => Value::UInt(u),
+                V::B(b) => Value::Bool(b),
+                V::S(s) => Value::Str(batch.push_bytes(s.as_bytes())),
+            };
+            batch.fields.push(FieldRec { name, value });
+        }
+        batch.points.push(PointRec {
+            key,
+            timestamp_ns: ts,
+            fields_start,
+            fields_len: fields.len() as u32,
+        });
+    }
+
+    /// `(canonical key, timestamp, fields)`.
+    pub type TestPoint<'a> = (&'a str, i64, &'a [(&'a str, V<'a>)]);
+
+    pub fn batch(points: &[TestPoint<'_>]) -> Batch {
+        let mut b = Batch::default();
+        for (key, ts, fields) in points {
+            push(&mut b, key, *ts, fields);
+        }
+        b
+    }
+
+    /// Names over an alphabet of separators, escapes, unicode, digits and reserved prefixes.
+    pub fn name() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "a",
+                "b",
+                "_",
+                "-",
+                ".",
+                ":",
+                "1",
+                " ",
+                "\\",
+                ",",
+                "=",
+                "\"",
+                "\n",
+                "é",
+                "€",
+                "__",
+                "metricstream_",
+                "\u{fffd}",
+            ]),
+            0..5,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    pub fn value() -> impl Strategy<Value = V<'static>> {
+        prop_oneof![
+            any::<f64>().prop_map(V::F),
+            any::<i64>().prop_map(V::I),
+            any::<u64>().prop_map(V::U),
+            any::<bool>().prop_map(V::B),
+            prop::sample::select(vec!["", "x", "a\"b\\c\nd"]).prop_map(V::S),
+        ]
+    }
+
+    pub type RawPoint = (
+        String,
+        Vec<(String, String)>,
+        i64,
+        Vec<(String, V<'static>)>,
+    );
+
+    pub fn raw_point() -> impl Strategy<Value = RawPoint> {
+        (
+            name(),
+            prop::collection::vec((name(), name()), 0..4),
+            -3i64..3,
+            prop::collection::vec((name(), value()), 1..4),
+        )
+    }
+
+    /// Builds a store from arbitrary keys: measurement, then `,k=v` per tag, unchecked, so
+    /// the renderers also see keys no parser would produce.
+    pub fn arbitrary_store(
+        points: &[RawPoint],
+        max_series: usize,
+    ) -> crate::pipeline::aggregator::SeriesStore {
+        let mut s = crate::pipeline::aggregator::SeriesStore::new(max_series);
+        let mut b = Batch::default();
+        for (m, tags, ts, fields) in points {
+            let mut key = m.clone();
+            for (k, v) in tags {
+                key.push(',');
+                key.push_str(k);
+                key.push('=');
+                key.push_str(v);
+            }
+            let fields: Vec<(&str, V<'_>)> = fields.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            push(&mut b, &key, *ts, &fields);
+        }
+        s.apply(&b);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{V, batch};
+    use super::*;
+
+    fn field<'a>(store: &'a SeriesStore, key: &str, name: &str) -> &'a FieldAgg {
+        let g = store
+            .groups()
+            .find(|g| g.key == key.as_bytes())
+            .expect("group");
+        g.fields
+            .iter()
+            .find(|f| f.escaped_name() == name.as_bytes())
+            .expect("field")
+    }
+
+    #[test]
+    fn numeric_aggregates() {
+        let mut s = SeriesStore::new(100);
+        let out = s.apply(&batch(&[
+            ("cpu,host=a", 10, &[("v", V::F(1.5)), ("n", V::I(-3))]),
+            ("cpu,host=a", 20, &[("v", V::F(-2.5)), ("n", V::I(7))]),
+            ("cpu,host=a", 15, &[("v", V::F(4.0)), ("n", V::I(1))]),
+        ]));
+        assert_eq!(
+            out,
+            ApplyOutcome {
+                points_applied: 3,
+                points_dropped_series_limit: 0
+            }
+        );
+        assert_eq!(s.series_count(), 2);
+        assert_eq!(s.group_count(), 1);
+        let v = field(&s, "cpu,host=a", "v");
+        assert_eq!(v.count(), 3);
+        assert_eq!(v.sum(), Some(3.0));
+        assert_eq!(v.min(), Some(-2.5));
+        assert_eq!(v.max(), Some(4.0));
+        assert_eq!(v.last(), &LastValue::Float(-2.5));
+        assert_eq!(v.last_timestamp_ns(), 20);
+        let n = field(&s, "cpu,host=a", "n");
+        assert_eq!(n.last(), &LastValue::Int(7));
+        assert_eq!(n.sum(), Some(5.0));
+    }
+
+    #[test]
+    fn last_keeps_native_type_exactly() {
+        let mut s = SeriesStore::new(100);
+        s.apply(&batch(&[(
+            "m",
+            1,
+            &[
+                ("u", V::U(u64::MAX)),
+                ("i", V::I(i64::MIN)),
+                ("b", V::B(true)),
+            ],
+        )]));
+        assert_eq!(field(&s, "m", "u").last(), &LastValue::UInt(u64::MAX));
+        assert_eq!(field(&s, "m", "i").last(), &LastValue::Int(i64::MIN));
+        assert_eq!(field(&s, "m", "b").last(), &LastValue::Bool(true));
+    }
+
+    #[test]
+    fn booleans_count_as_zero_one() {
+        let mut s = SeriesStore::new(100);
+        s.apply(&batch(&[
+            ("m", 1, &[("b", V::B(true))]),
+            ("m", 2, &[("b", V::B(false))]),
+            ("m", 3, &[("b", V::B(true))]),
+        ]));
+        let b = field(&s, "m", "b");
+        assert_eq!(
+            (b.sum(), b.min(), b.max()),
+            (Some(2.0), Some(0.0), Some(1.0))
+        );
+        assert_eq!(b.count(), 3);
+    }
+
+    #[test]
+    fn strings_keep_only_count_and_last() {
+        let mut s = SeriesStore::new(100);
+        s.apply(&batch(&[
+            ("m", 5, &[("s", V::S("hello"))]),
+            ("m", 4, &[("s", V::S("older"))]),
+            ("m", 6, &[("s", V::S("world"))]),
+            ("m", 7, &[("s", V::S("longer string"))]),
+        ]));
+        let f = field(&s, "m", "s");
+        assert_eq!(f.count(), 4);
+        assert_eq!(f.sum(), None);
+        assert_eq!(f.min(), None);
+        assert_eq!(f.max(), None);
+        assert_eq!(f.last(), &LastValue::Str(b"longer string".to_vec().into()));
+        assert_eq!(f.last_timestamp_ns(), 7);
+    }
+
+    #[test]
+    fn equal_timestamp_later_applied_wins() {
+        let mut s = SeriesStore::new(100);
+        s.apply(&batch(&[("m", 5, &[("v", V::F(1.0))])]));
+        s.apply(&batch(&[("m", 5, &[("v", V::F(2.0))])]));
+        assert_eq!(field(&s, "m", "v").last(), &LastValue::Float(2.0));
+        s.apply(&batch(&[("m", 4, &[("v", V::F(3.0))])]));
+        assert_eq!(field(&s, "m", "v").last(), &LastValue::Float(2.0));
+        assert_eq!(field(&s, "m", "v").count(), 3);
+    }
+
+    #[test]
+    fn mixed_types() {
+        let mut s = SeriesStore::new(100);
+        s.apply(&batch(&[
+            ("m", 1, &[("x", V::I(10))]),
+            ("m", 2, &[("x", V::F(0.5))]),
+            ("m", 3, &[("x", V::S("oops"))]),
+            ("m", 4, &[("x", V::U(2))]),
+            ("m", 5, &[("x", V::B(true))]),
+            ("m", 6, &[("x", V::S("str"))]),
+        ]));
+        let f = field(&s, "m", "x");
+        assert_eq!(f.count(), 6);
+        assert_eq!(f.sum(), Some(13.5));
+        assert_eq!(f.min(), Some(0.5));
+        assert_eq!(f.max(), Some(10.0));
+        assert_eq!(f.last(), &LastValue::Str(b"str".to_vec().into()));
+        s.apply(&batch(&[("m", 7, &[("x", V::I(-1))])]));
+        assert_eq!(field(&s, "m", "x").last(), &LastValue::Int(-1));
+        // A string that arrives first and numerics after.
+        s.apply(&batch(&[
+            ("n", 1, &[("x", V::S("a"))]),
+            ("n", 0, &[("x", V::F(2.0))]),
+        ]));
+        let f = field(&s, "n", "x");
+        assert_eq!(
+            (f.sum(), f.min(), f.max()),
+            (Some(2.0), Some(2.0), Some(2.0))
+        );
+        assert_eq!(f.last(), &LastValue::Str(b"a".to_vec().into()));
+    }
+
+    #[test]
+    fn max_series_limit() {
+        let mut s = SeriesStore::new(3);
+        let out = s.apply(&batch(&[
+            ("a", 1, &[("x", V::F(1.0)), ("y", V::F(1.0))]),
+            // new group: x admitted (3rd series), y dropped
+            ("b", 1, &[("x", V::F(1.0)), ("y", V::F(1.0))]),
+            // new group entirely past the limit
+            ("c", 1, &[("x", V::F(1.0))]),
+            // existing series still updated, new field of an existing group dropped
+            ("a", 2, &[("x", V::F(5.0)), ("z", V::F(1.0))]),
+            ("b", 2, &[("x", V::F(6.0))]),
+        ]));
+        assert_eq!(
+            out,
+            ApplyOutcome {
+                points_applied: 5,
+                points_dropped_series_limit: 3
+            }
+        );
+        assert_eq!(s.series_count(), 3);
+        assert_eq!(s.group_count(), 2);
+        assert_eq!(field(&s, "a", "x").last(), &LastValue::Float(5.0));
+        assert_eq!(field(&s, "b", "x").count(), 2);
+        assert!(s.groups().all(|g| g.key != b"c"));
+    }
+
+    #[test]
+    fn zero_limit_and_empty_points() {
+        let mut s = SeriesStore::new(0);
+        let out = s.apply(&batch(&[("a", 1, &[("x", V::F(1.0))]), ("b", 1, &[])]));
+        assert_eq!(out.points_applied, 2);
+        assert_eq!(out.points_dropped_series_limit, 1);
+        assert_eq!(s.series_count(), 0);
+        assert_eq!(s.group_count(), 0);
+    }
+
+    #[test]
+    fn fields_matched_in_any_order() {
+        let mut s = SeriesStore::new(100);
+        s.apply(&batch(&[
+            ("m", 1, &[("a", V::I(1)), ("b", V::I(2)), ("c", V::I(3))]),
+            ("m", 2, &[("c", V::I(30)), ("a", V::I(10))]),
+            ("m", 3, &[("b", V::I(20)), ("d", V::I(4))]),
+        ]));
+        assert_eq!(s.series_count(), 4);
+        assert_eq!(field(&s, "m", "a").last(), &LastValue::Int(10));
+        assert_eq!(field(&s, "m", "b").last(), &LastValue::Int(20));
+        assert_eq!(field(&s, "m", "c").last(), &LastValue::Int(30));
+        assert_eq!(field(&s, "m", "d").count(), 1);
+    }
+
+    #[test]
+    fn unescape_rules() {
+        assert_eq!(&*unescape_measurement(br"a\,b\ c\=d\x"), br"a,b c\=d\x");
+        assert_eq!(&*unescape_key(br"a\,b\ c\=d\x"), br"a,b c=d\x");
+        assert_eq!(&*unescape_key(br"trailing\"), br"trailing\");
+        assert_eq!(&*unescape_key(br"a\\,b"), br"a\,b");
+        assert!(matches!(unescape_key(b"plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn parse_key_splits_on_unescaped_separators() {
+        let (m, tags) = parse_key(br"my\ meas\,x,a\,b=c\=d,k\ 2=v\ 2,z=");
+        assert_eq!(&*m, b"my meas,x");
+        let tags: Vec<(&[u8], &[u8])> = tags.iter().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(
+            tags,
+            vec![
+                (&b"a,b"[..], &b"c=d"[..]),
+                (&b"k 2"[..], &b"v 2"[..]),
+                (&b"z"[..], &b""[..])
+            ]
+        );
+        let (m, tags) = parse_key(b"solo");
+        assert_eq!(&*m, b"solo");
+        assert!(tags.is_empty());
+        // `\=` is not an escape in a measurement; the tag split still happens at `,`.
+        let (m, tags) = parse_key(br"m\=,t=1");
+        assert_eq!(&*m, br"m\=");
+        assert_eq!(tags.len(), 1);
+    }
+
+    #[test]
+    fn tags_sorted_by_unescaped_key() {
+        // Escaped order: `a\=b` (0x5C) > `a>b`; unescaped `a=b` (0x3D) < `a>b`.
+        let (_, tags) = parse_key(br"m,a>b=1,a\=b=2");
+        assert_eq!(&*tags[0].0, b"a=b");
+        assert_eq!(&*tags[1].0, b"a>b");
+    }
+
+    #[test]
+    fn label_collisions_counted_once_per_series() {
+        let mut s = SeriesStore::new(100);
+        let b = batch(&[
+            (
+                "m,a-b=1,a.b=2,a_b=3,x=1",
+                1,
+                &[("f", V::F(1.0)), ("g", V::F(1.0))],
+            ),
+            ("m,ok=1", 1, &[("f", V::F(1.0))]),
+        ]);
+        s.apply(&b);
+        // two labels lost, two series of that key
+        assert_eq!(s.label_collisions(), 4);
+        s.apply(&b);
+        s.apply(&b);
+        assert_eq!(s.label_collisions(), 4);
+        s.apply(&batch(&[("m,a-b=1,a.b=2,a_b=3,x=1", 2, &[("h", V::I(1))])]));
+        assert_eq!(s.label_collisions(), 6);
+    }
+
+    proptest::proptest! {
+        /// The unescaped fast path of `parse_key` agrees with the general one.
+        #[test]
+        fn parse_key_fast_path_agrees(key in "[a=,é_.]{0,12}") {
+            let fast = parse_key(key.as_bytes());
+            let slow = parse_escaped_key(key.as_bytes(), Vec::new());
+            proptest::prop_assert_eq!(fast, slow);
+        }
+    }
+
+    mod model {
+        use super::super::test_support::{V, push};
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::collections::{BTreeMap, BTreeSet};
+
+        #[derive(Debug)]
+        struct M {
+            count: u64,
+            sum: f64,
+            min: f64,
+            max: f64,
+            num: bool,
+            last: LastValue,
+            ts: i64,
+        }
+
+        fn same(a: Option<f64>, b: Option<f64>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => a == b || (a.is_nan() && b.is_nan()),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+
+        fn val() -> impl Strategy<Value = V<'static>> {
+            prop_oneof![
+                (-5i32..5).prop_map(|x| V::F(f64::from(x) * 0.5)),
+                any::<i64>().prop_map(V::I),
+                any::<u64>().prop_map(V::U),
+                any::<bool>().prop_map(V::B),
+                prop::sample::select(vec!["", "ab", "cd", "longer"]).prop_map(V::S),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// The store agrees with a naive model on every aggregate, the limit and the
+            /// outcome counters, whatever the batch boundaries.
+            #[test]
+            fn matches_naive_model(
+                points in prop::collection::vec(
+                    (0usize..4, 0i64..4, prop::collection::vec((0usize..4, val()), 0..4)),
+                    0..60,
+                ),
+                max_series in 0usize..12,
+                batch_size in 1usize..8,
+            ) {
+                const KEYS: [&str; 4] = ["cpu,host=a", "cpu,host=b", "mem", r"m\ x,t=1"];
+                const FIELDS: [&str; 4] = ["x", "y", r"z\ z", "w"];
+                let mut store = SeriesStore::new(max_series);
+                let mut model: BTreeMap<(usize, usize), M> = BTreeMap::new();
+                let (mut applied, mut dropped) = (0u64, 0u64);
+                let mut out = ApplyOutcome::default();
+                for chunk in points.chunks(batch_size) {
+                    let mut b = Batch::default();
+                    for (k, ts, fields) in chunk {
+                        // field keys are unique within a point
+                        let mut seen = BTreeSet::new();
+                        let fields: Vec<(usize, V<'_>)> =
+                            fields.iter().filter(|(f, _)| seen.insert(*f)).copied().collect();
+                        let named: Vec<(&str, V<'_>)> =
+                            fields.iter().map(|(f, v)| (FIELDS[*f], *v)).collect();
+                        push(&mut b, KEYS[*k], *ts, &named);
+                        applied += 1;
+                        let mut lost = false;
+                        for &(f, v) in &fields {
+                            let id = (*k, f);
+                            if !model.contains_key(&id) {
+                                if model.len() >= max_series {
+                                    lost = true;
+                                    continue;
+                                }
+                                model.insert(id, M {
+                                    count: 0, sum: 0.0, min: f64::INFINITY,
+                                    max: f64::NEG_INFINITY, num: false,
+                                    last: LastValue::Bool(false), ts: i64::MIN,
+                                });
+                            }
+                            let m = model.get_mut(&id).expect("inserted");
+                            m.count += 1;
+                            let x = match v {
+                                V::F(x) => Some(x),
+                                V::I(i) => Some(i as f64),
+                                V::U(u) => Some(u as f64),
+                                V::B(b) => Some(if b { 1.0 } else { 0.0 }),
+                                V::S(_) => None,
+                            };
+                            if let Some(x) = x {
+                                m.num = true;
+                                m.sum += x;
+                                m.min = m.min.min(x);
+                                m.max = m.max.max(x);
+                            }
+                            if *ts >= m.ts {
+                                m.ts = *ts;
+                                m.last = match v {
+                                    V::F(x) => LastValue::Float(x),
+                                    V::I(i) => LastValue::Int(i),
+                                    V::U(u) => LastValue::UInt(u),
+                                    V::B(b) => LastValue::Bool(b),
+                                    V::S(s) => LastValue::Str(s.as_bytes().into()),
+                                };
+                            }
+                        }
+                        if lost {
+                            dropped += 1;
+                        }
+                    }
+                    let o = store.apply(&b);
+                    out.points_applied += o.points_applied;
+                    out.points_dropped_series_limit += o.points_dropped_series_limit;
+                }
+                prop_assert_eq!(out, ApplyOutcome {
+                    points_applied: applied,
+                    points_dropped_series_limit: dropped,
+                });
+                prop_assert_eq!(store.series_count(), model.len());
+                prop_assert!(store.series_count() <= max_series);
+                let mut seen = 0;
+                for g in store.groups() {
+                    let k = KEYS.iter().position(|k| k.as_bytes() == g.key).expect("known key");
+                    for f in g.fields {
+                        let fi = FIELDS.iter().position(|n| n.as_bytes() == f.escaped_name()).expect("known field");
+                        let m = &model[&(k, fi)];
+                        seen += 1;
+                        prop_assert_eq!(f.count(), m.count);
+                        prop_assert!(same(f.sum(), m.num.then_some(m.sum)));
+                        prop_assert!(same(f.min(), m.num.then_some(m.min)));
+                        prop_assert!(same(f.max(), m.num.then_some(m.max)));
+                        prop_assert_eq!(f.last(), &m.last);
+                        prop_assert_eq!(f.last_timestamp_ns(), m.ts);
+                    }
+                }
+                prop_assert_eq!(seen, model.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! A write request's body -> one [`Batch`] -> the queue, all or nothing.
+//!
+//! Runs on a worker. The body (gunzipped first when `Content-Encoding: gzip`, with the size
+//! limit applied to the decompressed bytes too) is parsed by `line_protocol`; every point
+//! becomes a record whose byte strings are spans into one copy of the body, so a write of
+//! a thousand points costs one memcpy and three vectors, not thousands of allocations. Only
+//! series keys that are not already canonical (tags out of order, or a `db` tag to add)
+//! and escaped string values are built afresh, appended to the same arena. Nothing is
+//! queued unless every line parsed, and then the queue admits the whole batch or none.
+
+use std::io::Read;
+
+use super::batch::{Batch, FieldRec, PointRec, Span, Value};
+use super::{Pipeline, Refused};
+use crate::line_protocol::{self, FieldValue, Parser, Precision};
+use crate::stats::{Stats, bump};
+
+/// Per-worker scratch, reused across requests.
+#[derive(Default)]
+pub struct IngestScratch {
+    parser: Parser,
+    inflated: Vec<u8>,
+    order: Vec<usize>,
+}
+
+/// Query parameters of a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteParams {
+    /// `db` (v1) or `bucket` (v2): becomes tag `db=<value>` on points without one.
+    pub db: Option<String>,
+    pub precision: Precision,
+}
+
+/// Why a write was refused; each maps to one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// 400, with the 1-based line for line-protocol errors.
+    Invalid {
+        message: String,
+        line: Option<usize>,
+    },
+    /// 413.
+    TooLarge(String),
+    /// 503 + `Retry-After`.
+    Unavailable(String),
+}
+
+impl WriteError {
+    pub fn status(&self) -> u16 {
+        match self {
+            WriteError::Invalid { .. } => 400,
+            WriteError::TooLarge(_) => 413,
+            WriteError::Unavailable(_) => 503,
+        }
+    }
+}
+
+/// Reads `db`/`bucket` and `precision` from a write's query string.
+pub fn parse_params(query: &str, v2: bool) -> Result<WriteParams, WriteError> {
+    let mut db = None;
+    let mut precision = Precision::Ns;
+    let db_key = if v2 { "bucket" } else { "db" };
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k == db_key {
+            if !v.is_empty() {
+                db = Some(v.into_owned());
+            }
+        } else if k == "precision" {
+            let p = if v2 {
+                Precision::from_v2(&v)
+            } else {
+                Precision::from_v1(&v)
+            };
+            precision = p.ok_or_else(|| WriteError::Invalid {
+                message: format!(
+                    "invalid precision {:?}: expected one of {}",
+                    v,
+                    if v2 {
+                        "ns, us, ms, s"
+                    } else {
+                        "ns, us, u, ms, s, m, h"
+                    }
+                ),
+                line: None,
+            })?;
+        }
+    }
+    Ok(WriteParams { db, precision })
+}
+
+/// Parses `body` and queues its points. Returns how many points were queued.
+#[allow(clippy::too_many_arguments)]
+pub fn write(
+    pipeline: &Pipeline,
+    stats: &Stats,
+    scratch: &mut IngestScratch,
+    body: &[u8],
+    gzip: bool,
+    params: &WriteParams,
+    now_ns: i64,
+    max_body: usize,
+) -> Result<usize, WriteError> {
+    let IngestScratch {
+        parser,
+        inflated,
+        order,
+    } = scratch;
+    let body: &[u8] = if gzip && !body.is_empty() {
+        inflate(body, inflated, max_body)?;
+        inflated
+    } else {
+        body
+    };
+    let batch = build_batch(parser, order, body, params, now_ns)?;
+    let n = batch.len();
+    bump(&stats.pipeline.points_accepted, n as u64);
+    if n == 0 {
+        return Ok(0);
+    }
+    match pipeline.offer(batch) {
+        Ok(()) => Ok(n),
+        Err(Refused::Full) => Err(WriteError::Unavailable(format!(
+            "ingestion queue full ({} points queued of {}); retry later",
+            pipeline.queue_depth(),
+            pipeline.queue_capacity()
+        ))),
+        Err(Refused::Closed) => Err(WriteError::Unavailable(
+            "server is shutting down; retry later".to_string(),
+        )),
+    }
+}
+
+/// Gunzips `body` into `out`, refusing more than `max` decompressed bytes (a small gzip
+/// bomb is a 413, not an out-of-memory).
+pub fn inflate(body: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), WriteError> {
+    out.clear();
+    let decoder = flate2::bufread::MultiGzDecoder::new(body);
+    let mut limited = decoder.take(max as u64 + 1);
+    match limited.read_to_end(out) {
+        Ok(_) if out.len() > max => Err(WriteError::TooLarge(format!(
+            "decompressed request body too large (limit {} bytes)",
+            max
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(WriteError::Invalid {
+            message: format!("invalid gzip body: {}", e),
+            line: None,
+        }),
+    }
+}
+
+/// Where `part` lies inside `body`, if it is a sub-slice of it.
+fn span_in(body: &[u8], part: &[u8]) -> Option<Span> {
+    let base = body.as_ptr() as usize;
+    let start = (part.as_ptr() as usize).checked_sub(base)?;
+    if start + part.len() > body.len() {
+        return None;
+    }
+    Some(Span {
+        start: start as u32,
+        len: part.len() as u32,
+    })
+}
+
+/// A span of `part`: in place when it lies in the body copy, appended otherwise.
+fn place(batch: &mut Batch, body: &[u8], part: &[u8]) -> Span {
+    match span_in(body, part) {
+        Some(s) => s,
+        None => batch.push_bytes(part),
+    }
+}
+
+fn escape_tag_value(v: &str, out: &mut Vec<u8>) {
+    for &b in v.as_bytes() {
+        if matches!(b, b',' | b'=' | b' ') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+}
+
+fn build_batch(
+    parser: &mut Parser,
+    order: &mut Vec<usize>,
+    body: &[u8],
+    params: &WriteParams,
+    now_ns: i64,
+) -> Result<Batch, WriteError> {
+    if body.len() > u32::MAX as usize / 2 {
+        return Err(WriteError::TooLarge("request body too large".to_string()));
+    }
+    let mut batch = Batch {
+        arena: Vec::with_capacity(body.len() + body.len() / 4),
+        points: Vec::with_capacity(body.len() / 64),
+        fields: Vec::with_capacity(body.len() / 24),
+    };
+    batch.arena.extend_from_slice(body);
+    let mut escaped_db = Vec::new();
+    if let Some(db) = &params.db {
+        escape_tag_value(db, &mut escaped_db);
+    }
+    let body_copy_len = body.len();
+    let result = parser.parse(body, params.precision, now_ns, |p| {
+        let has_db_tag = p.tags.iter().any(|(k, _)| *k == b"db");
+        let add_db = params.db.is_some() && !has_db_tag;
+        let sorted = p.tags.windows(2).all(|w| w[0].0 < w[1].0);
+        let key = if sorted && !add_db {
+            // The key as written is already canonical: measurement up to the last tag
+            // value, a span of the body copy.
+            let end_part = p.tags.last().map(|(_, v)| *v).unwrap_or(p.measurement);
+            match (span_in(body, p.measurement), span_in(body, end_part)) {
+                (Some(m), Some(e)) => Span {
+                    start: m.start,
+                    len: e.start + e.len - m.start,
+                },
+                _ => build_key(&mut batch, order, p, add_db.then_some(&escaped_db[..])),
+            }
+        } else {
+            build_key(&mut batch, order, p, add_db.then_some(&escaped_db[..]))
+        };
+        let fields_start = batch.fields.len() as u32;
+        for (name, value) in p.fields {
+            let name = place(&mut batch, body, name);
+            let value = match *value {
+                FieldValue::Float(f) => Value::Float(f),
+                FieldValue::Int(i) => Value::Int(i),
+                FieldValue::UInt(u) => Value::UInt(u),
+                FieldValue::Bool(b) => Value::Bool(b),
+                FieldValue::Str(raw) => {
+                    let unescaped = line_protocol::unescape_string(raw);
+                    match unescaped {
+                        std::borrow::Cow::Borrowed(s) => Value::Str(place(&mut batch, body, s)),
+                        std::borrow::Cow::Owned(s) => Value::Str(batch.push_bytes(&s)),
+                    }
+                }
+            };
+            batch.fields.push(FieldRec { name, value });
+        }
+        batch.points.push(PointRec {
+            key,
+            timestamp_ns: p.timestamp_ns,
+            fields_start,
+            fields_len: p.fields.len() as u32,
+        });
+    });
+    debug_assert!(batch.arena.len() >= body_copy_len);
+    match result {
+        Ok(_) => Ok(batch),
+        Err(e) => Err(WriteError::Invalid {
+            message: e.message,
+            line: Some(e.line),
+        }),
+    }
+}
+
+/// Appends the canonical key (measurement, then tags sorted by escaped key, with `db`
+/// inserted when asked) to the arena.
+fn build_key(
+    batch: &mut Batch,
+    order: &mut Vec<usize>,
+    p: &line_protocol::Point<'_, '_>,
+    db: Option<&[u8]>,
+) -> Span {
+    order.clear();
+    order.extend(0..p.tags.len());
+    order.sort_unstable_by(|&a, &b| p.tags[a].0.cmp(p.tags[b].0));
+    let start = batch.arena.len();
+    batch.arena.extend_from_slice(p.measurement);
+    let mut db_pending = db;
+    for &i in order.iter() {
+        let (k, v) = p.tags[i];
+        if let Some(dbv) = db_pending {
+            if &b"db"[..] < k {
+                push_tag(&mut batch.arena, b"db", dbv);
+                db_pending = None;
+            }
+        }
+        push_tag(&mut batch.arena, k, v);
+    }
+    if let Some(dbv) = db_pending {
+        push_tag(&mut batch.arena, b"db", dbv);
+    }
+    Span {
+        start: start as u32,
+        len: (batch.arena.len() - start) as u32,
+    }
+}
+
+fn push_tag(arena: &mut Vec<u8>, k: &[u8], v: &[u8]) {
+    arena.push(b',');
+    arena.extend_from_slice(k);
+    arena.push(b'=');
+    arena.extend_from_slice(v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_of(body: &str, db: Option<&str>) -> Batch {
+        let mut parser = Parser::new();
+        let mut order = Vec::new();
+        let params = WriteParams {
+            db: db.map(str::to_string),
+            precision: Precision::Ns,
+        };
+        build_batch(&mut parser, &mut order, body.as_bytes(), &params, 42).unwrap()
+    }
+
+    fn keys(b: &Batch) -> Vec<String> {
+        b.points
+            .iter()
+            .map(|p| String::from_utf8_lossy(b.bytes(p.key)).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn canonical_keys() {
+        let b = batch_of(
+            "cpu,a=1,b=2 v=1 10\ncpu,b=2,a=1 v=2 20\ncpu v=3\nm\\ x,t\\,k=v\\ 1 f=1i",
+            None,
+        );
+        assert_eq!(
+            keys(&b),
+            ["cpu,a=1,b=2", "cpu,a=1,b=2", "cpu", "m\\ x,t\\,k=v\\ 1"]
+        );
+        assert_eq!(
+            b.points[2].timestamp_ns, 42,
+            "missing timestamp = receive time"
+        );
+        assert_eq!(b.points[1].timestamp_ns, 20);
+    }
+
+    #[test]
+    fn db_tag_is_added_in_order_unless_present() {
+        let b = batch_of(
+            "cpu,host=a v=1\ncpu,a=1 v=1\ncpu v=1\ncpu,db=mine v=1\ncpu,zone=z,a=1 v=1",
+            Some("tele graf"),
+        );
+        assert_eq!(
+            keys(&b),
+            [
+                "cpu,db=tele\\ graf,host=a",
+                "cpu,a=1,db=tele\\ graf",
+                "cpu,db=tele\\ graf",
+                "cpu,db=mine",
+                "cpu,a=1,db=tele\\ graf,zone=z",
+            ]
+        );
+    }
+
+    #[test]
+    fn fields_and_strings() {
+        let b = batch_of(r#"m s="a\"b",i=-3i,u=7u,t=true,f=1.5,s2="plain" 1"#, None);
+        let p = &b.points[0];
+        let fields = b.fields_of(p);
+        let names: Vec<&[u8]> = fields.iter().map(|f| b.bytes(f.name)).collect();
+        assert_eq!(names, [&b"s"[..], b"i", b"u", b"t", b"f", b"s2"]);
+        match fields[0].value {
+            Value::Str(s) => assert_eq!(b.bytes(s), b"a\"b"),
+            ref v => panic!("{:?}", v),
+        }
+        assert_eq!(fields[1].value, Value::Int(-3));
+        assert_eq!(fields[2].value, Value::UInt(7));
+        assert_eq!(fields[3].value, Value::Bool(true));
+        assert_eq!(fields[4].value, Value::Float(1.5));
+        match fields[5].value {
+            Value::Str(s) => assert_eq!(b.bytes(s), b"plain"),
+            ref v => panic!("{:?}", v),
+        }
+    }
+
+    #[test]
+    fn precision_params() {
+        assert_eq!(
+            parse_params("db=x&precision=s", false).unwrap().precision,
+            Precision::S
+        );
+        assert_eq!(
+            parse_params("precision=u", false).unwrap().precision,
+            Precision::Us
+        );
+        assert!(parse_params("precision=u", true).is_err());
+        assert!(parse_params("precision=m", true).is_err());
+        assert!(parse_params("precision=fortnight", false).is_err());
+        assert_eq!(
+            parse_params("bucket=b", true).unwrap().db.as_deref(),
+            Some("b")
+        );
+        assert_eq!(parse_params("db=b", true).unwrap().db, None);
+    }
+
+    #[test]
+    fn gzip_limits_apply_to_decompressed_size() {
+        use flate2::write::GzEncoder;
+        use std::io::Write;
+        let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&vec![b'a'; 100_000]).unwrap();
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 1000);
+        let mut out = Vec::new();
+        assert!(matches!(
+            inflate(&bomb, &mut out, 10_000),
+            Err(WriteError::TooLarge(_))
+        ));
+        assert!(inflate(&bomb, &mut out, 100_000).is_ok());
+        assert_eq!(out.len(), 100_000);
+        assert!(matches!(
+            inflate(b"not gzip", &mut out, 100),
+            Err(WriteError::Invalid { .. })
+        ));
+    }
+}

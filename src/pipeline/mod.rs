@@ -1,0 +1,150 @@
+//! The ingestion pipeline: validated writes -> bounded queue -> aggregator thread -> series.
+//!
+//! Workers turn request bodies into [`Batch`]es (`ingest.rs`) and offer them to the
+//! [`Queue`], which takes a whole write or none of it. One aggregator thread applies queued
+//! batches to the [`SeriesStore`] (`aggregator.rs`) under a mutex that `/metrics` and
+//! `/series` take to read. On shutdown the queue is closed and drained completely before
+//! the thread exits: every point acknowledged with `204` ends up in the aggregates.
+
+pub mod aggregator;
+pub mod batch;
+pub mod ingest;
+pub mod queue;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+pub use aggregator::SeriesStore;
+pub use batch::Batch;
+pub use queue::{Queue, Refused};
+
+use crate::log_limit::SharedLogLimiter;
+use crate::stats::{Stats, bump};
+
+/// Batches applied per store-lock acquisition: enough to amortise the lock, few enough
+/// that a `/metrics` reader waits at most a few milliseconds.
+const APPLY_CHUNK: usize = 16;
+
+pub struct Pipeline {
+    queue: Queue,
+    store: Mutex<SeriesStore>,
+    stats: Arc<Stats>,
+    aggregator: Mutex<Option<JoinHandle<()>>>,
+    warn_full: SharedLogLimiter,
+}
+
+/// What the final drain did, for the shutdown summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DrainSummary {
+    pub points_aggregated: u64,
+    pub series: u64,
+}
+
+impl Pipeline {
+    /// Creates the pipeline and starts its aggregator thread.
+    pub fn start(
+        capacity: usize,
+        max_series: usize,
+        stats: Arc<Stats>,
+    ) -> std::io::Result<Arc<Pipeline>> {
+        let pipeline = Arc::new(Pipeline {
+            queue: Queue::new(capacity),
+            store: Mutex::new(SeriesStore::new(max_series)),
+            stats,
+            aggregator: Mutex::new(None),
+            warn_full: SharedLogLimiter::new(std::time::Duration::from_secs(10)),
+        });
+        let p = Arc::clone(&pipeline);
+        let handle = std::thread::Builder::new()
+            .name("aggregator".into())
+            .spawn(move || p.aggregate_until_closed())?;
+        *lock(&pipeline.aggregator) = Some(handle);
+        Ok(pipeline)
+    }
+
+    /// Offers a write's points; all of them are queued or none.
+    pub fn offer(&self, batch: Batch) -> Result<(), Refused> {
+        let n = batch.len() as u64;
+        match self.queue.try_push(batch) {
+            Ok(()) => {
+                bump(&self.stats.pipeline.points_queued, n);
+                Ok(())
+            }
+            Err((why, _batch)) => {
+                if why == Refused::Full {
+                    bump(&self.stats.pipeline.writes_refused_queue_full, 1);
+                    if let Some(suppressed) = self.warn_full.check(std::time::Instant::now()) {
+                        log::warn!(
+                            "ingestion queue full ({} of {} points): refusing writes with 503 ({} similar warnings suppressed)",
+                            self.queue.depth(),
+                            self.queue.capacity(),
+                            suppressed
+                        );
+                    }
+                }
+                Err(why)
+            }
+        }
+    }
+
+    /// Read access to the aggregates (for `/metrics` and `/series`).
+    pub fn store(&self) -> MutexGuard<'_, SeriesStore> {
+        lock(&self.store)
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.queue.depth()
+    }
+
+    pub fn queue_capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// Closes the queue, lets the aggregator apply everything already admitted, and waits
+    /// for it. Idempotent.
+    pub fn drain_and_stop(&self) -> DrainSummary {
+        self.queue.close();
+        let handle = lock(&self.aggregator).take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                log::error!("the aggregator thread panicked");
+            }
+        }
+        DrainSummary {
+            points_aggregated: self.stats.pipeline.points_aggregated.load(Relaxed),
+            series: self.stats.pipeline.series.load(Relaxed),
+        }
+    }
+
+    fn aggregate_until_closed(&self) {
+        let mut batches: Vec<Batch> = Vec::with_capacity(APPLY_CHUNK);
+        while self.queue.pop_into(&mut batches, APPLY_CHUNK) {
+            let mut applied = 0usize;
+            let mut dropped = 0u64;
+            let (series, collisions) = {
+                let mut store = lock(&self.store);
+                for b in &batches {
+                    let outcome = store.apply(b);
+                    applied += b.len();
+                    dropped += outcome.points_dropped_series_limit;
+                }
+                (store.series_count() as u64, store.label_collisions())
+            };
+            let pl = &self.stats.pipeline;
+            pl.series.store(series, Relaxed);
+            pl.label_collisions.store(collisions, Relaxed);
+            bump(&pl.points_dropped_series_limit, dropped);
+            // Counted before the queue room is released, so a reader that sees the room
+            // free also sees the points counted.
+            bump(&pl.points_aggregated, applied as u64);
+            self.queue.release(applied);
+            // Batches own their arenas; dropping them here frees the memory on this thread.
+            batches.clear();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
