@@ -1,8 +1,11 @@
 //! One client connection as the reactor holds it: socket, buffers, state flags, deadline.
 //!
 //! Sized for the idle case: a keep-alive connection with nothing in progress holds no
-//! buffer (both `Vec`s are empty, their memory back in the reactor's pool), no request
-//! state (`Exchange` is a null box) and a 12-byte timer link — about 130 bytes in the slab.
+//! buffer (both `Vec`s are empty and unallocated), no request state (`Exchange` is a null
+//! box), no peer address unless debug logging wants it, and a 12-byte timer link — about
+//! 100 bytes in the slab. Small requests are read through the reactor's scratch buffer into
+//! vectors of exactly their size, so even a connection with a request in flight holds
+//! only a few hundred bytes.
 //! The methods here are the non-blocking I/O steps (read until the socket is drained,
 //! write until the kernel pushes back); the decisions about what to do next are the
 //! reactor's.
@@ -43,6 +46,8 @@ pub mod flags {
     pub const DISPATCH_AFTER_WRITE: u16 = 1 << 6;
     /// `TCP_NODELAY` has been set (done once the connection is reused, like nginx).
     pub const NODELAY: u16 = 1 << 7;
+    /// Waiting in the reactor's deferred list for a free job slot.
+    pub const DEFERRED: u16 = 1 << 9;
     /// epoll reported the peer's FIN (`EPOLLRDHUP`): read on until EOF, because a short
     /// read no longer proves the socket is drained — the FIN may sit behind the data and
     /// no further edge would announce it.
@@ -51,15 +56,16 @@ pub mod flags {
 
 pub struct Connection {
     pub stream: TcpStream,
-    pub peer: SocketAddr,
+    /// Kept only when debug logging is on (for the close line); boxed so it costs 8 bytes.
+    pub peer: Option<Box<SocketAddr>>,
     pub generation: u32,
     pub flags: u16,
     pub state: State,
     pub timer: TimerLink,
     /// Dispatch to a worker once `input.len() >= min_len`.
     pub min_len: u32,
-    /// How much of `output` has been written.
-    pub written: usize,
+    /// How much of `output` has been written (responses are far below 4 GiB).
+    pub written: u32,
     pub input: Vec<u8>,
     pub output: Vec<u8>,
     pub exchange: Exchange,
@@ -90,7 +96,7 @@ pub enum WriteOutcome {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, peer: SocketAddr, generation: u32) -> Self {
+    pub fn new(stream: TcpStream, peer: Option<Box<SocketAddr>>, generation: u32) -> Self {
         Connection {
             stream,
             peer,
@@ -122,7 +128,7 @@ impl Connection {
     }
 
     pub fn has_output(&self) -> bool {
-        self.written < self.output.len()
+        (self.written as usize) < self.output.len()
     }
 
     /// Nothing in progress: no job out, no bytes buffered either way, no partial request.
@@ -134,27 +140,39 @@ impl Connection {
     }
 
     /// Reads until the socket is drained (a short read or `WouldBlock`), EOF, or `budget`
-    /// bytes. Grows `input` toward `min_len` so a large body lands in one allocation.
-    pub fn read_some(&mut self, budget: usize) -> io::Result<ReadOutcome> {
+    /// bytes. Small reads land in `scratch` and are copied into a vector of exactly their
+    /// size; once a large body is expected (`min_len`) or buffered, reads go straight into
+    /// `input`'s spare capacity, grown toward `min_len` so the body needs one allocation.
+    pub fn read_some(&mut self, scratch: &mut [u8], budget: usize) -> io::Result<ReadOutcome> {
         let mut out = ReadOutcome::default();
         loop {
             let want = (self.min_len as usize).saturating_sub(self.input.len());
-            if self.input.capacity() - self.input.len() < 512 {
-                // At least 4 KiB, up to what the pending request still needs, at most 1 MiB
-                // at a time so an announced-but-unsent body costs nothing up front.
-                let grow = want.clamp(4096, 1 << 20);
-                self.input.reserve(grow);
+            let mut spare = self.input.capacity() - self.input.len();
+            if spare < DIRECT_READ && want > scratch.len() {
+                // A known large body: at most 1 MiB at a time, so an announced-but-unsent
+                // body costs nothing up front.
+                self.input.reserve(want.min(1 << 20));
+                spare = self.input.capacity() - self.input.len();
             }
-            match read_into_spare(&self.stream, &mut self.input) {
+            let direct = spare >= DIRECT_READ;
+            let offered = if direct { spare } else { scratch.len() };
+            let result = if direct {
+                read_into_spare(&self.stream, &mut self.input)
+            } else {
+                recv(&self.stream, scratch)
+            };
+            match result {
                 Ok(0) => {
                     out.eof = true;
                     self.clear(flags::READABLE);
                     return Ok(out);
                 }
                 Ok(n) => {
+                    if !direct {
+                        self.input.extend_from_slice(&scratch[..n]);
+                    }
                     out.bytes += n;
-                    let spare_after = self.input.capacity() - self.input.len();
-                    if spare_after > 0 && !self.has(flags::PEER_FIN) {
+                    if n < offered && !self.has(flags::PEER_FIN) {
                         // A short read: the socket is drained. Edge-triggered epoll reports
                         // any byte that arrives from now on, so no second read is needed
                         // just to see EAGAIN.
@@ -202,11 +220,11 @@ impl Connection {
     pub fn flush(&mut self) -> io::Result<(WriteOutcome, usize)> {
         let mut total = 0;
         while self.has_output() {
-            match self.stream.write(&self.output[self.written..]) {
+            match self.stream.write(&self.output[self.written as usize..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     total += n;
-                    self.written += n;
+                    self.written += n as u32;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok((WriteOutcome::Blocked, total));
@@ -219,6 +237,26 @@ impl Connection {
         self.written = 0;
         Ok((WriteOutcome::Done, total))
     }
+}
+
+/// Spare capacity from which reads go straight into `input` instead of through scratch.
+const DIRECT_READ: usize = 16 * 1024;
+
+/// `recv(2)` into an initialised slice.
+fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// `recv(2)` straight into the vector's spare capacity, so buffers are never zero-filled
@@ -243,4 +281,20 @@ fn read_into_spare(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     // SAFETY: the kernel initialised exactly `n <= len` bytes of the spare capacity.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The idle-connection budget is ~200 bytes of RSS; the slab entry is most of it.
+    #[test]
+    fn connection_stays_small() {
+        let size = std::mem::size_of::<Connection>();
+        let entry = std::mem::size_of::<slab::Slab<Connection>>();
+        eprintln!("Connection = {} bytes, Slab header = {}", size, entry);
+        // mio's `IoSource` carries a selector id in debug builds only.
+        let mio_debug = if cfg!(debug_assertions) { 16 } else { 0 };
+        assert!(size <= 96 + mio_debug, "Connection grew to {} bytes", size);
+    }
 }

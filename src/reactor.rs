@@ -55,50 +55,44 @@ const REJECT_SLACK: usize = 1024;
 /// Timer wheel resolution.
 const TICK: Duration = Duration::from_millis(50);
 
-/// Recycles read/write buffers so steady-state requests allocate nothing, while idle
-/// connections hold none. Bounded, so its footprint is a constant, not per connection.
+/// Keeps a few large read buffers (request bodies of 64 KiB .. 1 MiB) for reuse, so a
+/// steady stream of big writes does not allocate and fault in fresh memory per request.
+/// Small buffers are not pooled: they are exact-size and cheap, and pooling them would make
+/// the pool's footprint grow with the number of connections.
 struct BufPool {
-    small: Vec<Vec<u8>>,
     large: Vec<Vec<u8>>,
 }
 
-const SMALL_BUF: usize = 8 * 1024;
-const SMALL_POOLED: usize = 64;
+const LARGE_MIN: usize = 64 * 1024;
 const LARGE_MAX: usize = 1 << 20;
-const LARGE_POOLED: usize = 4;
+const LARGE_POOLED: usize = 16;
 
 impl BufPool {
-    fn take(&mut self) -> Vec<u8> {
-        self.small
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(SMALL_BUF))
-    }
-
     fn give(&mut self, mut v: Vec<u8>) {
         let cap = v.capacity();
-        if cap < SMALL_BUF / 2 {
-            return;
-        }
-        v.clear();
-        if cap <= 2 * SMALL_BUF {
-            if self.small.len() < SMALL_POOLED {
-                self.small.push(v);
-            }
-        } else if cap <= LARGE_MAX && self.large.len() < LARGE_POOLED {
+        if (LARGE_MIN..=LARGE_MAX).contains(&cap) && self.large.len() < LARGE_POOLED {
+            v.clear();
             self.large.push(v);
         }
     }
 
-    /// A buffer able to hold `want` bytes without growing, if one is pooled.
+    /// A pooled buffer able to hold `want` bytes, or an empty vector.
     fn take_for(&mut self, want: usize) -> Vec<u8> {
-        if want > 2 * SMALL_BUF {
+        if want >= LARGE_MIN {
             if let Some(i) = self.large.iter().position(|b| b.capacity() >= want) {
                 return self.large.swap_remove(i);
             }
         }
-        self.take()
+        Vec::new()
     }
 }
+
+/// Most jobs out with the workers at once. Past it, readable connections wait (their bytes
+/// stay in the kernel) until completions free a slot: memory for requests in progress is
+/// bounded however many connections speak at once.
+const MAX_IN_FLIGHT: usize = 256;
+/// Reads of small requests land here before being copied into exact-size vectors.
+const SCRATCH: usize = 64 * 1024;
 
 pub struct Reactor {
     poll: Poll,
@@ -115,12 +109,16 @@ pub struct Reactor {
     accept_pending: bool,
     expired: Vec<usize>,
     buffers: BufPool,
+    /// Jobs out with the workers.
+    in_flight: usize,
+    /// Readable connections waiting for a job slot: (key, generation).
+    deferred: std::collections::VecDeque<(usize, u32)>,
     next_generation: u32,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     signals: Signals,
     writer: ResponseWriter,
-    discard: Vec<u8>,
+    scratch: Vec<u8>,
     warn_fd: LogLimiter,
     warn_limit: LogLimiter,
 }
@@ -154,16 +152,15 @@ impl Reactor {
             ready: Vec::new(),
             accept_pending: false,
             expired: Vec::new(),
-            buffers: BufPool {
-                small: Vec::new(),
-                large: Vec::new(),
-            },
+            buffers: BufPool { large: Vec::new() },
+            in_flight: 0,
+            deferred: std::collections::VecDeque::new(),
             next_generation: 0,
             accept_paused_until: None,
             shutdown_deadline: None,
             signals,
             writer: ResponseWriter::new(0),
-            discard: vec![0; 16 * 1024],
+            scratch: vec![0; SCRATCH],
             warn_fd: LogLimiter::new(Duration::from_secs(10)),
             warn_limit: LogLimiter::new(Duration::from_secs(10)),
             app,
@@ -204,6 +201,7 @@ impl Reactor {
                 }
             }
             self.drain_completions(now);
+            self.resume_deferred(now);
             self.serve_ready(now);
             if self.accept_pending {
                 self.accept_all(now);
@@ -333,7 +331,8 @@ impl Reactor {
         let generation = self.next_generation;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let mut conn = Connection::new(stream, peer, generation);
+        let peer_box = log::log_enabled!(log::Level::Debug).then(|| Box::new(peer));
+        let mut conn = Connection::new(stream, peer_box, generation);
         if let Err(e) =
             self.poll
                 .registry()
@@ -349,7 +348,7 @@ impl Reactor {
         );
         log::debug!("accepted token={} peer={}", key, peer);
         if over_limit {
-            let mut out = self.buffers.take();
+            let mut out = Vec::with_capacity(512);
             self.encode_error(503, "too many open connections", &mut out, true);
             let c = &mut self.conns[key];
             c.output = out;
@@ -412,6 +411,23 @@ impl Reactor {
         self.read_conn(key, now);
     }
 
+    /// Reads connections that waited for a job slot, oldest first, while slots are free.
+    fn resume_deferred(&mut self, now: Instant) {
+        while self.in_flight < MAX_IN_FLIGHT {
+            let Some((key, generation)) = self.deferred.pop_front() else {
+                break;
+            };
+            if let Some(c) = self
+                .conns
+                .get_mut(key)
+                .filter(|c| c.generation == generation)
+            {
+                c.clear(flags::DEFERRED);
+                self.read_conn(key, now);
+            }
+        }
+    }
+
     fn serve_ready(&mut self, now: Instant) {
         if self.ready.is_empty() {
             return;
@@ -436,7 +452,7 @@ impl Reactor {
             return;
         }
         if c.state == State::Lingering {
-            match c.discard_input(&mut self.discard) {
+            match c.discard_input(&mut self.scratch) {
                 Ok(r) => {
                     bump(&stats(&self.app).io.bytes_read, r.bytes as u64);
                     c.clear(flags::READABLE);
@@ -452,10 +468,18 @@ impl Reactor {
             // Busy: the bytes wait in the kernel (backpressure); READABLE stays set.
             return;
         }
-        if c.input.capacity() == 0 {
+        if self.in_flight >= MAX_IN_FLIGHT {
+            // The workers have enough to do: leave the bytes in the kernel for now.
+            if !c.has(flags::DEFERRED) {
+                c.set(flags::DEFERRED);
+                self.deferred.push_back((key, c.generation));
+            }
+            return;
+        }
+        if c.input.capacity() == 0 && c.min_len as usize >= LARGE_MIN {
             c.input = self.buffers.take_for(c.min_len as usize);
         }
-        let r = match c.read_some(READ_BUDGET) {
+        let r = match c.read_some(&mut self.scratch, READ_BUDGET) {
             Ok(r) => r,
             Err(e) => {
                 self.close(key, &io_reason(&e), now);
@@ -512,11 +536,10 @@ impl Reactor {
             return;
         }
         if c.input.is_empty() && c.exchange.is_idle() {
-            // Idle: hand the buffers back so the connection holds none while it waits.
+            // Idle: release the buffers so the connection holds none while it waits.
             let input = std::mem::take(&mut c.input);
-            let output = std::mem::take(&mut c.output);
+            c.output = Vec::new();
             self.buffers.give(input);
-            self.buffers.give(output);
         }
     }
 
@@ -524,11 +547,9 @@ impl Reactor {
         let closing = self.shutdown_deadline.is_some();
         let c = &mut self.conns[key];
         c.set(flags::IN_FLIGHT);
-        let output = if c.output.capacity() == 0 {
-            self.buffers.take()
-        } else {
-            std::mem::take(&mut c.output)
-        };
+        self.in_flight += 1;
+        // The worker sizes the output to the response; nothing is allocated for it here.
+        let output = std::mem::take(&mut c.output);
         c.written = 0;
         self.outbox.push(Job {
             token: key,
@@ -556,6 +577,7 @@ impl Reactor {
     }
 
     fn complete(&mut self, d: Done, now: Instant) {
+        self.in_flight -= 1;
         let key = d.token;
         let Some(c) = self
             .conns
@@ -564,7 +586,6 @@ impl Reactor {
         else {
             // The connection closed while its job was out (its slot may be reused).
             self.buffers.give(d.input);
-            self.buffers.give(d.output);
             return;
         };
         c.clear(flags::IN_FLIGHT);
@@ -705,10 +726,9 @@ impl Reactor {
         let _ = c.stream.shutdown(Shutdown::Write);
         c.state = State::Lingering;
         let input = std::mem::take(&mut c.input);
-        let output = std::mem::take(&mut c.output);
+        c.output = Vec::new();
         c.set(flags::READABLE);
         self.buffers.give(input);
-        self.buffers.give(output);
         let mut deadline = now + LINGER;
         if let Some(d) = self.shutdown_deadline {
             deadline = deadline.min(d);
@@ -726,12 +746,14 @@ impl Reactor {
         // Deregister before the fd closes (on drop) and before the slot can be reused.
         let _ = self.poll.registry().deregister(&mut c.stream);
         self.buffers.give(std::mem::take(&mut c.input));
-        self.buffers.give(std::mem::take(&mut c.output));
         stats(&self.app).io.connections_active.store(
             self.conns.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        log::debug!("closed token={} peer={} reason={}", key, c.peer, reason);
+        match &c.peer {
+            Some(peer) => log::debug!("closed token={} peer={} reason={}", key, peer, reason),
+            None => log::debug!("closed token={} reason={}", key, reason),
+        }
         drop(c);
         if self.accept_paused_until.is_some() {
             // A descriptor just came free: no need to wait out the pause.
@@ -784,7 +806,7 @@ impl Reactor {
                     "timed out waiting for the request body"
                 };
                 log::debug!("token={} {}", key, message);
-                let mut out = self.buffers.take();
+                let mut out = Vec::with_capacity(512);
                 self.encode_error(408, message, &mut out, false);
                 let c = &mut self.conns[key];
                 c.input.clear();

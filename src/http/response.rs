@@ -95,6 +95,8 @@ impl ResponseWriter {
         body: Option<&[u8]>,
         head_only: bool,
     ) {
+        // One allocation for the whole response, sized for the common headers.
+        out.reserve(320 + extra.len() * 64 + body.map_or(0, <[u8]>::len));
         out.extend_from_slice(b"HTTP/1.1 ");
         push_status(out, status);
         out.push(b' ');

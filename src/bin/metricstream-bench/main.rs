@@ -1,0 +1,100 @@
+//! `metricstream-bench`: the load generator for metricstream. This file
+//! owns the process: parsing arguments, raising the file-descriptor limit
+//! and refusing runs that need more descriptors than allowed, checking that
+//! the loopback target answers at all, dispatching to a scenario, printing
+//! its report and choosing the exit status (0 run completed, 1 target
+//! unreachable, 2 bad arguments).
+
+mod body;
+mod burst;
+mod churn;
+mod cli;
+mod closed_loop;
+mod conn;
+mod http;
+mod idle;
+mod keepalive;
+mod progress;
+mod report;
+mod stats;
+mod sys;
+mod write;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Scenario, Settings};
+
+fn fail(code: u8, msg: &str) -> ExitCode {
+    eprintln!("metricstream-bench: {msg}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match cli.settings() {
+        Ok(s) => s,
+        Err(e) => return fail(2, &format!("error: {e}")),
+    };
+
+    let limit = match sys::raise_nofile_limit() {
+        Ok(l) => l,
+        Err(e) => return fail(2, &format!("error: cannot read RLIMIT_NOFILE: {e}")),
+    };
+    let needed = settings.connections as u64 + sys::FD_SLACK + 4 * settings.threads as u64;
+    if needed > limit {
+        return fail(
+            2,
+            &format!(
+                "error: {} connections need about {needed} file descriptors but RLIMIT_NOFILE allows {limit} (hard limit); lower --connections",
+                settings.connections
+            ),
+        );
+    }
+    if let Some(pid) = settings.pid {
+        if sys::rss_kib(pid).is_none() {
+            return fail(
+                2,
+                &format!("error: --pid {pid}: cannot read /proc/{pid}/status"),
+            );
+        }
+    }
+
+    if let Err(e) = preflight(&settings) {
+        return fail(1, &format!("target {} unreachable: {e}", settings.target));
+    }
+
+    let result = match settings.scenario {
+        Scenario::Burst => burst::run(&settings),
+        Scenario::Churn => churn::run(&settings),
+        Scenario::Keepalive => keepalive::run(&settings),
+        Scenario::Write => write::run(&settings),
+        Scenario::Idle => idle::run(&settings),
+    };
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return fail(1, &format!("{} failed: {e}", settings.scenario.name())),
+    };
+    if !report.reached {
+        return fail(
+            1,
+            &format!(
+                "target {} unreachable: no connection could be established",
+                settings.target
+            ),
+        );
+    }
+    if let Err(e) = report.print(settings.scenario.name(), &settings.target, settings.json) {
+        return fail(1, &format!("cannot write the report: {e}"));
+    }
+    ExitCode::SUCCESS
+}
+
+/// One blocking connect with `--timeout`, closed at once: tells "nothing
+/// listens there" apart from results worth reporting.
+fn preflight(s: &Settings) -> std::io::Result<()> {
+    let stream = std::net::TcpStream::connect_timeout(&s.addr, s.timeout)?;
+    drop(stream);
+    Ok(())
+}
