@@ -169,6 +169,12 @@ impl Connection {
                 }
                 Ok(n) => {
                     if !direct {
+                        if n == scratch.len() {
+                            // Scratch filled up: a large body is streaming in. Size the
+                            // vector once so the rest is read straight into it, rather than
+                            // through scratch and repeated reallocation.
+                            self.input.reserve(n + LARGE_BODY_START);
+                        }
                         self.input.extend_from_slice(&scratch[..n]);
                     }
                     out.bytes += n;
@@ -241,6 +247,9 @@ impl Connection {
 
 /// Spare capacity from which reads go straight into `input` instead of through scratch.
 const DIRECT_READ: usize = 16 * 1024;
+/// Extra room reserved once a read fills the scratch buffer (a large body arriving before
+/// its head has been parsed and its length is known).
+const LARGE_BODY_START: usize = 192 * 1024;
 
 /// `recv(2)` into an initialised slice.
 fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
