@@ -107,7 +107,9 @@ impl ChunkedDecoder {
                 State::Trailer => {
                     let avail = &buf[self.raw_pos..];
                     let Some(nl) = memchr::memchr(b'\n', avail) else {
-                        if self.trailer_bytes + avail.len() > MAX_TRAILER_BYTES {
+                        // +2: the pending bytes may be the CRLF that ends the trailer
+                        // section, which is not counted once it is complete either.
+                        if self.trailer_bytes + avail.len() > MAX_TRAILER_BYTES + 2 {
                             return Err(ChunkError::Malformed("chunked trailer too large"));
                         }
                         return Ok(false);
@@ -273,6 +275,28 @@ mod tests {
             ChunkError::TooLarge
         );
         assert!(decode_all(b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n", 10).is_ok());
+    }
+
+    #[test]
+    fn trailer_at_the_limit_does_not_depend_on_reads() {
+        let field = format!("X: {}\r\n", "a".repeat(MAX_TRAILER_BYTES - 5));
+        let mut raw = b"0\r\n".to_vec();
+        raw.extend_from_slice(field.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+        for cut in [raw.len() - 1, raw.len() - 2, raw.len() - 3] {
+            let mut buf = raw[..cut].to_vec();
+            let mut d = ChunkedDecoder::new(0);
+            assert_eq!(d.decode(&mut buf, 100), Ok(false), "cut {}", cut);
+            buf.extend_from_slice(&raw[cut..]);
+            assert_eq!(d.decode(&mut buf, 100), Ok(true), "cut {}", cut);
+        }
+        // One byte more is too much, whole or split.
+        let field = format!("X: {}\r\n", "a".repeat(MAX_TRAILER_BYTES - 4));
+        let mut raw = b"0\r\n".to_vec();
+        raw.extend_from_slice(field.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+        let mut d = ChunkedDecoder::new(0);
+        assert!(d.decode(&mut raw.clone(), 100).is_err());
     }
 
     #[test]
