@@ -148,6 +148,9 @@ pub fn admit(app: &App, head: &RequestHead<'_>, body_out: &mut Vec<u8>) -> Resul
         if !open && !crate::auth::authorized(token, head.authorization, head.query) {
             let mut reply = error_reply(v2, 401, "authorization failed", None, body_out);
             reply.headers.push(("WWW-Authenticate", b"Bearer".to_vec()));
+            // Nothing past the head is read for an unauthenticated client: if it announced
+            // a body, the connection goes (even when the body already arrived with the head).
+            reply.close = head.framing != crate::http::BodyFraming::None;
             return Err(reply);
         }
     }
