@@ -370,5 +370,83 @@ mod proptests {
             prop_assert!(d.decode(&mut raw, usize::MAX).unwrap());
             prop_assert_eq!(&raw[d.body_range()], &body[..]);
         }
+
+        /// Whether the bytes come at once or in pieces changes nothing: same body, same end,
+        /// same error (valid or not, over the limit or not).
+        #[test]
+        fn any_split_of_chunk_shaped_bytes_gives_the_same_outcome(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(b"0123456789abcdefABCDEF;=: \t\r\n\r\nxyz\x7f".to_vec()),
+                0..300,
+            ),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+            max in 0usize..400,
+        ) {
+            let whole = outcome(&[&bytes], max);
+            prop_assert_eq!(outcome(&split(&bytes, &cuts), max), whole);
+        }
+
+        #[test]
+        fn any_split_of_an_encoding_gives_the_same_body(
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+            sizes in proptest::collection::vec(1usize..200, 1..10),
+            trailer in "([A-Za-z-]{1,8}: [ -~]{0,20}\r\n){0,3}",
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
+        ) {
+            let mut raw = Vec::new();
+            let mut rest = &body[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = sizes[i % sizes.len()].min(rest.len());
+                raw.extend_from_slice(format!("{:x}\r\n", n).as_bytes());
+                raw.extend_from_slice(&rest[..n]);
+                raw.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+                i += 1;
+            }
+            raw.extend_from_slice(b"0\r\n");
+            raw.extend_from_slice(trailer.as_bytes());
+            raw.extend_from_slice(b"\r\nNEXT");
+            let whole = outcome(&[&raw], usize::MAX);
+            prop_assert_eq!(&whole, &Outcome::Done(body.clone(), raw.len() - 4));
+            prop_assert_eq!(outcome(&split(&raw, &cuts), usize::MAX), whole);
+        }
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Outcome {
+        /// Decoded body and bytes consumed.
+        Done(Vec<u8>, usize),
+        /// Waiting, with this much decoded.
+        Incomplete(usize),
+        Failed(ChunkError),
+    }
+
+    /// Feeds `reads` one after another to one decoder.
+    fn outcome(reads: &[&[u8]], max: usize) -> Outcome {
+        let mut buf = Vec::new();
+        let mut d = ChunkedDecoder::new(0);
+        for read in reads {
+            buf.extend_from_slice(read);
+            match d.decode(&mut buf, max) {
+                Ok(true) => return Outcome::Done(buf[d.body_range()].to_vec(), d.consumed()),
+                Ok(false) => {}
+                Err(e) => return Outcome::Failed(e),
+            }
+        }
+        Outcome::Incomplete(d.decoded_len())
+    }
+
+    fn split<'a>(bytes: &'a [u8], cuts: &[proptest::sample::Index]) -> Vec<&'a [u8]> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+        cuts.sort();
+        let mut reads = Vec::new();
+        let mut last = 0;
+        for c in cuts {
+            reads.push(&bytes[last..c]);
+            last = c;
+        }
+        reads.push(&bytes[last..]);
+        reads
     }
 }

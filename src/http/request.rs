@@ -515,5 +515,40 @@ mod proptests {
             req.push_str("\r\n");
             let _ = parse_head(req.as_bytes(), 16384);
         }
+
+        /// The engine parses a head again from exactly its bytes once the body is in: that
+        /// must give the same head, and no shorter prefix may look complete.
+        #[test]
+        fn a_head_reparses_alike_from_its_own_bytes_and_its_prefixes_are_partial(
+            method in prop::sample::select(vec!["GET", "POST", "HEAD", "PUT"]),
+            version in prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0"]),
+            headers in proptest::collection::vec((
+                prop::sample::select(vec![
+                    "Host", "Content-Length", "Transfer-Encoding", "Connection", "Expect",
+                    "Content-Encoding", "Content-Type", "Authorization", "X-Other",
+                ]),
+                "[ -~\t]{0,20}",
+            ), 0..8),
+            tail in proptest::collection::vec(any::<u8>(), 0..32),
+        ) {
+            let mut req = format!("{method} /write?db=x {version}\r\n");
+            for (name, value) in &headers {
+                req.push_str(&format!("{name}: {value}\r\n"));
+            }
+            req.push_str("\r\n");
+            let mut bytes = req.into_bytes();
+            bytes.extend_from_slice(&tail);
+            if let Ok(Some(h)) = parse_head(&bytes, 16384) {
+                let again = parse_head(&bytes[..h.head_len], 16384);
+                prop_assert!(
+                    matches!(&again, Ok(Some(a)) if format!("{a:?}") == format!("{h:?}")),
+                    "{:?} vs {:?}", again, h
+                );
+                for cut in 0..h.head_len {
+                    let prefix = parse_head(&bytes[..cut], 16384);
+                    prop_assert!(matches!(prefix, Ok(None)), "prefix {}: {:?}", cut, prefix);
+                }
+            }
+        }
     }
 }

@@ -1191,6 +1191,20 @@ fn expected(g: &GenPoint) -> Decoded {
     }
 }
 
+/// What `write_line`'s doc comment says it can express.
+fn expressible(p: &Decoded) -> bool {
+    let name_ok = |n: &[u8]| !n.is_empty() && !n.contains(&b'\n') && n.last() != Some(&b'\\');
+    name_ok(&p.measurement)
+        && !matches!(p.measurement.first(), Some(b'#' | b'\t' | b'\0'))
+        && p.tags.iter().all(|(k, v)| name_ok(k) && name_ok(v))
+        && p.fields
+            .first()
+            .is_some_and(|(k, _)| !matches!(k.first(), Some(b'\t' | b'\0')))
+        && p.fields
+            .iter()
+            .all(|(k, v)| name_ok(k) && !matches!(v, OwnedFieldValue::Float(f) if !f.is_finite()))
+}
+
 fn parse_decoded(body: &[u8]) -> Result<Vec<(usize, Decoded)>, ParseError> {
     let mut out = Vec::new();
     parse(body, Precision::Ns, DEFAULT_TS, |p| {
@@ -1222,6 +1236,46 @@ proptest! {
             }) {
                 Ok(n) => prop_assert_eq!(n, count),
                 Err(e) => prop_assert!(e.line >= 1 && e.message.starts_with("unable to parse '")),
+            }
+        }
+    }
+
+    /// What the fuzz target `line_protocol` checks, on grammar-shaped bytes: line numbers
+    /// increase and stay within the body, an error comes after every point, a reused parser
+    /// agrees with a fresh one, and every point `write_line` can express reads back as itself.
+    #[test]
+    fn parsed_points_reserialise_and_keep_their_lines(body in grammar_bytes()) {
+        let lines = 1 + body.iter().filter(|&&c| c == b'\n').count();
+        let mut reused = Parser::new();
+        for precision in [Precision::Ns, Precision::H] {
+            let mut points = Vec::new();
+            let result = parse(&body, precision, DEFAULT_TS, |p| points.push((p.line, decode(p))));
+            let mut again = Vec::new();
+            let reused_result = reused.parse(&body, precision, DEFAULT_TS, |p| again.push((p.line, decode(p))));
+            prop_assert_eq!(&reused_result, &result);
+            prop_assert_eq!(&again, &points);
+            let mut last = 0;
+            for (line, _) in &points {
+                prop_assert!(*line > last && *line <= lines, "line {} after {} of {}", line, last, lines);
+                last = *line;
+            }
+            if let Err(e) = &result {
+                prop_assert!(e.line > last && e.line <= lines, "error line {} after {} of {}", e.line, last, lines);
+            }
+            for (_, p) in points.iter().filter(|(_, p)| expressible(p)) {
+                let g = GenPoint {
+                    measurement: p.measurement.clone(),
+                    tags: p.tags.clone(),
+                    fields: p.fields.clone(),
+                    timestamp: Some(p.timestamp),
+                };
+                let line = g.line();
+                let back = parse_decoded(&line);
+                prop_assert_eq!(
+                    back.as_ref().map(|v| v.iter().map(|(_, d)| d).collect::<Vec<_>>()),
+                    Ok(vec![p]),
+                    "through {:?}", String::from_utf8_lossy(&line)
+                );
             }
         }
     }

@@ -410,4 +410,55 @@ mod tests {
             Err(WriteError::Invalid { .. })
         ));
     }
+
+    proptest::proptest! {
+        /// What the fuzz target `gzip_ingest` checks: whatever the bytes (gzip of a small or
+        /// large body, cut short or with a byte changed, or not gzip at all), no panic and
+        /// never more than the limit; an intact body comes back whole or is refused as too
+        /// large.
+        #[test]
+        fn inflate_never_exceeds_the_limit(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500),
+            repeat in 1usize..5,
+            keep in proptest::prelude::any::<proptest::sample::Index>(),
+            flip in proptest::option::of(proptest::prelude::any::<(proptest::sample::Index, u8)>()),
+            raw in proptest::prelude::any::<bool>(),
+        ) {
+            use flate2::write::GzEncoder;
+            use std::io::Write;
+            const LIMIT: usize = 2048;
+            let plain = body.repeat(repeat);
+            let mut input = if raw {
+                body.clone()
+            } else {
+                let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(&plain).unwrap();
+                enc.finish().unwrap()
+            };
+            let intact = !raw && flip.is_none() && keep.index(4) > 0;
+            if !intact {
+                input.truncate(keep.index(input.len() + 1));
+            }
+            if let Some((at, x)) = flip {
+                if !input.is_empty() {
+                    let i = at.index(input.len());
+                    input[i] ^= x.max(1);
+                }
+            }
+            let mut out = Vec::new();
+            let result = inflate(&input, &mut out, LIMIT);
+            proptest::prop_assert!(out.len() <= LIMIT + 1);
+            if result.is_ok() {
+                proptest::prop_assert!(out.len() <= LIMIT);
+            }
+            if intact {
+                if plain.len() <= LIMIT {
+                    proptest::prop_assert!(result.is_ok());
+                    proptest::prop_assert_eq!(&out, &plain);
+                } else {
+                    proptest::prop_assert!(matches!(result, Err(WriteError::TooLarge(_))));
+                }
+            }
+        }
+    }
 }
