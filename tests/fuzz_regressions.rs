@@ -1,7 +1,5 @@
 //! Inputs found by the fuzz targets in `fuzz/` (and bugs found while writing them), replayed
-//! through the same entry points so they stay fixed. A test marked `#[ignore]` pins a bug that
-//! is not fixed yet: `cargo test --test fuzz_regressions -- --ignored` shows it failing; drop
-//! the `#[ignore]` with the fix.
+//! through the same entry points so they stay fixed.
 
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -96,7 +94,6 @@ fn assert_split_invariant(reads: &[&[u8]]) {
 /// with the `t` in, the line is garbage (400 malformed request line); without it, it looks
 /// like another HTTP version (505).
 #[test]
-#[ignore = "fuzz finding, not fixed: 400 vs 505 depends on read boundaries"]
 fn request_line_version_error_status_does_not_depend_on_reads() {
     assert_split_invariant(&[b"T //O HTTP/1.\r", b"t"]);
     // The same with a plausible request: 505 while ` x` has not arrived, 400 once it has.
@@ -109,7 +106,6 @@ fn request_line_version_error_status_does_not_depend_on_reads() {
 /// and the `\n` of the final empty line, the pending `\r` is counted as trailer bytes and the
 /// body is refused with 400 "chunked trailer too large".
 #[test]
-#[ignore = "known bug, not fixed: off-by-one in the partial-trailer size check"]
 fn chunked_trailer_at_the_limit_does_not_depend_on_reads() {
     let field = format!("X: {}\r\n", "a".repeat(8192 - 5));
     assert_eq!(field.len(), 8192);

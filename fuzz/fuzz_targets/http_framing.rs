@@ -190,17 +190,7 @@ fn split_may_differ(whole: &[Response], split: &[Response], k: usize, closed: bo
         && s.without_connection() == w.without_connection();
     let head_too_long =
         s.status == 431 && matches!(w.status, 400 | 431 | 505) && whole.len() == k + 1;
-    refused_early || head_too_long || known_version_status_bug(w, s, whole.len() == k + 1)
-}
-
-/// KNOWN BUG (found by this target; pinned by an ignored test in `tests/fuzz_regressions.rs`):
-/// a request line that `httparse` rejects at its version is answered 505 or 400 by
-/// `looks_like_other_version`, which reads the line up to its `\n`, including bytes that may
-/// not have arrived yet: `GET / HTTP/2` is 505 while ` x\r\n` is still on its way, 400 once
-/// it is in. Tolerated here so that fuzzing goes on past it; delete once fixed.
-fn known_version_status_bug(w: &Response, s: &Response, whole_ends: bool) -> bool {
-    let statuses = [w.status, s.status];
-    whole_ends && statuses.contains(&400) && statuses.contains(&505)
+    refused_early || head_too_long
 }
 
 /// Names a route whose answer shows state earlier inputs changed.
