@@ -177,6 +177,7 @@ fn sigterm_under_write_load_loses_nothing_acknowledged() {
         t.join().expect("writer thread");
     }
     assert_eq!(code, Some(0), "log: {}", s.log_text());
+    assert!(s.wait_for_log("shutdown complete", Duration::from_secs(5)));
     let log = s.log_text();
     let (queued, aggregated) =
         shutdown_summary_points(&log).unwrap_or_else(|| panic!("no summary line: {}", log));
@@ -232,6 +233,8 @@ fn shutdown_timeout_force_closes_a_stalled_request_and_still_exits_0() {
         took
     );
     assert!(stalled.closed_within(Duration::from_secs(2)));
+    // The process is gone, but its last stderr lines may still be on their way to us.
+    assert!(s.wait_for_log("shutdown complete", Duration::from_secs(5)));
     let log = s.log_text();
     assert!(log.contains("1 force-closed"), "{}", log);
     assert_eq!(shutdown_summary_points(&log), Some((1, 1)), "{}", log);
@@ -254,5 +257,6 @@ fn a_second_signal_cuts_the_shutdown_short() {
     signal(s.pid(), libc::SIGINT);
     assert_eq!(s.wait(Duration::from_secs(5)), Some(0), "{}", s.log_text());
     assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(s.wait_for_log("shutdown complete", Duration::from_secs(5)));
     assert!(s.log_text().contains("1 force-closed"), "{}", s.log_text());
 }

@@ -536,8 +536,12 @@ pub fn settles_to(s: &Server, active: u64, fds: usize, limit: Duration) -> Resul
         Ok(())
     } else {
         Err(format!(
-            "connections_active={} (want {} + the /stats one) fds={} (want {})",
-            last.0, active, last.1, fds
+            "connections_active={} (want {} + the /stats one) fds={} (want {}); open: {:?}",
+            last.0,
+            active,
+            last.1,
+            fds,
+            fd_targets(s.pid())
         ))
     }
 }
@@ -616,4 +620,22 @@ impl Reader {
             }
         }
     }
+}
+
+/// What each of the process's descriptors points at (`/proc/PID/fd/*`), for diagnostics.
+pub fn fd_targets(pid: i32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", pid)) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            format!("{}->{}", e.file_name().to_string_lossy(), target)
+        })
+        .collect();
+    v.sort();
+    v
 }
