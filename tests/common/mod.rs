@@ -377,3 +377,265 @@ pub fn run_expecting_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ----- Helpers added for the hardening tests (tests/hardening.rs, slowloris.rs, load.rs,
+// ----- fd_limit.rs, shutdown.rs). The helpers above are unchanged.
+
+/// Like [`Server::start_with_env`], but runs the binary through `wrapper` (for example
+/// `["prlimit", "--nofile=64", "--"]`). The wrapper must `exec` the server, so the child's
+/// PID is the server's (prlimit does).
+pub fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Server {
+    let (program, pre) = wrapper.split_first().expect("wrapper program");
+    let mut cmd = Command::new(program);
+    cmd.args(pre).arg(BIN);
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    cmd.args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn wrapped metricstream");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log2 = Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(i) = line.find("listening on ") {
+                let rest = &line[i + "listening on ".len()..];
+                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr);
+                }
+            }
+            log2.lock().unwrap().push(line);
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(a) => a.parse().expect("listen address"),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("server did not start: {:?}", log.lock().unwrap());
+        }
+    };
+    Server { child, addr, log }
+}
+
+/// The level of an `env_logger` line (`[2025-01-01T00:00:00.000Z DEBUG target] msg`).
+pub fn log_level(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix('[')?;
+    rest.split_whitespace().nth(1)
+}
+
+/// User + system CPU time the process `pid` has used so far (from `/proc/PID/stat`).
+pub fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid)).unwrap_or_default();
+    // The command name is in parentheses and may contain spaces: count fields after it.
+    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> u64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0) };
+    // Fields 14 (utime) and 15 (stime) of stat(5); `after` starts at field 3.
+    let total = ticks(11) + ticks(12);
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(total * 1_000_000 / hz)
+}
+
+/// Raises this (test) process's soft `RLIMIT_NOFILE` to at least `want` (capped by the hard
+/// limit) and returns the soft limit in force afterwards.
+pub fn raise_own_nofile_limit(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write the struct we own for the call only.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Closes `stream` with a RST instead of a FIN (`SO_LINGER` 0).
+pub fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+/// Parses the shutdown summary line: `(points queued, points aggregated)`.
+pub fn shutdown_summary_points(log: &str) -> Option<(u64, u64)> {
+    let line = log.lines().find(|l| l.contains("shutdown complete"))?;
+    let num = |key: &str| -> Option<u64> {
+        let i = line.find(key)? + key.len();
+        let digits: String = line[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse().ok()
+    };
+    Some((num("points queued=")?, num("aggregated=")?))
+}
+
+impl Reader {
+    /// `GET path` on this keep-alive connection; the response.
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send(format!("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", path).as_bytes());
+        self.response()
+    }
+
+    /// `GET /stats` on this keep-alive connection (for servers where opening another
+    /// connection is not possible or would change what is measured).
+    pub fn stats(&mut self) -> serde_json::Value {
+        let r = self.get("/stats");
+        assert_eq!(r.status, 200, "stats: {:?}", r);
+        r.json()
+    }
+}
+
+/// `v[key]` as a u64 (0 when absent), for /stats counters.
+pub fn counter(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
+
+/// `responses_by_status[status]` of a /stats snapshot (0 when absent).
+pub fn status_count(v: &serde_json::Value, status: u16) -> u64 {
+    v["responses_by_status"][status.to_string()]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until the server reports `active` open connections and holds `fds`
+/// descriptors; on failure returns what it saw last.
+pub fn settles_to(s: &Server, active: u64, fds: usize, limit: Duration) -> Result<(), String> {
+    let mut last = (0, 0);
+    let ok = wait_until(limit, || {
+        let a = counter(&s.stats(), "connections_active");
+        // The /stats connection itself is open while /stats is answered.
+        let f = s.fd_count();
+        last = (a, f);
+        a == active + 1 && f == fds
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "connections_active={} (want {} + the /stats one) fds={} (want {}); open: {:?}",
+            last.0,
+            active,
+            last.1,
+            fds,
+            fd_targets(s.pid())
+        ))
+    }
+}
+
+/// p-th percentile (0..=100) of `samples` (sorted in place).
+pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort();
+    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// The server's descriptor count with no client connection open (baseline for
+/// [`settles_to`]): waits (bounded) until no connection but the /stats probe is active and
+/// the count is stable.
+pub fn quiet_fds(s: &Server) -> usize {
+    let mut prev = usize::MAX;
+    let mut fds = 0;
+    let ok = wait_until(Duration::from_secs(10), || {
+        let active = counter(&s.stats(), "connections_active");
+        std::thread::sleep(Duration::from_millis(20));
+        fds = s.fd_count();
+        let stable = active == 1 && fds == prev;
+        prev = fds;
+        stable
+    });
+    assert!(ok, "server did not settle: fds={}", fds);
+    fds
+}
+
+impl Reader {
+    /// Like [`Reader::try_response_to`] (no HEAD), but a read error (reset, timeout) also
+    /// gives `None` instead of a panic: for clients racing a server that is going away.
+    pub fn try_response_quiet(&mut self) -> Option<Response> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = resp.parse(&self.buf) {
+                let status = resp.code.unwrap_or(0);
+                let hdrs: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let len: usize = hdrs
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let body_len = if status == 204 || status / 100 == 1 {
+                    0
+                } else {
+                    len
+                };
+                if self.buf.len() >= n + body_len {
+                    let body = self.buf[n..n + body_len].to_vec();
+                    self.buf.drain(..n + body_len);
+                    return Some(Response {
+                        status,
+                        headers: hdrs,
+                        body,
+                    });
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// What each of the process's descriptors points at (`/proc/PID/fd/*`), for diagnostics.
+pub fn fd_targets(pid: i32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", pid)) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            format!("{}->{}", e.file_name().to_string_lossy(), target)
+        })
+        .collect();
+    v.sort();
+    v
+}
