@@ -464,8 +464,15 @@ impl Reactor {
             }
             return;
         }
-        if c.has(flags::IN_FLIGHT) || c.has(flags::READ_CLOSED) || c.has_output() {
+        if c.has(flags::IN_FLIGHT) || c.has_output() {
             // Busy: the bytes wait in the kernel (backpressure); READABLE stays set.
+            return;
+        }
+        if c.has(flags::READ_CLOSED) {
+            // EOF was already read; a later readiness event has nothing new to offer. Serve
+            // what is buffered, or close.
+            c.clear(flags::READABLE);
+            self.maybe_dispatch(key, now);
             return;
         }
         if self.in_flight >= MAX_IN_FLIGHT {

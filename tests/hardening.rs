@@ -762,7 +762,6 @@ fn auth_refusal_answers_before_an_announced_body_and_closes() {
 /// connection is closed if a body was announced)" — also when the body came along with the
 /// head in one segment.
 #[test]
-#[ignore = "bug: a refused request whose announced body arrived with the head keeps the connection open (SPEC: closed)"]
 fn auth_refusal_closes_even_when_the_body_came_with_the_head() {
     let s = Server::start(&["--auth-token", TOKEN]);
     let mut c = Reader::new(s.connect());
@@ -874,7 +873,6 @@ fn half_close_after_a_large_pipelined_batch_gets_every_answer() {
 /// Many clients that half-close after their request: each must be closed by the server as
 /// soon as its response is written (its EOF was read), not left open until a timeout.
 #[test]
-#[ignore = "bug: a half-closed connection whose FIN raises a second readiness event while its request is with a worker is not closed after the response; it stays open until --idle-timeout"]
 fn half_closed_clients_are_all_closed_right_after_their_response() {
     const THREADS: usize = 8;
     const PER_THREAD: usize = 625;
