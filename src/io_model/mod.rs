@@ -243,14 +243,15 @@ impl SignalThread {
     }
 
     fn end(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
         self.stop.finished.store(true, Ordering::SeqCst);
         if let Err(e) = self.waker.wake() {
             log::error!("waking the signal thread failed: {}", e);
         }
-        if let Some(h) = self.handle.take() {
-            if h.join().is_err() {
-                log::error!("the signal thread panicked");
-            }
+        if handle.join().is_err() {
+            log::error!("the signal thread panicked");
         }
     }
 }
