@@ -269,8 +269,8 @@ fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// `recv(2)` straight into the vector's spare capacity, so buffers are never zero-filled
-/// before each read.
-fn read_into_spare(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// before each read. Also used by the comparison I/O models on their blocking sockets.
+pub fn read_into_spare<S: AsRawFd>(stream: &S, buf: &mut Vec<u8>) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     let len = spare.len();
     // SAFETY: `spare` is the vector's uninitialised tail, valid for writes of `len` bytes;

@@ -396,6 +396,39 @@ fn write_reply(
     );
 }
 
+/// An error response the I/O layer sends on its own, with no request parsed: `408` when a
+/// deadline expires, `503` over `--max-connections`. Always `Connection: close`;
+/// `retry_after` adds `Retry-After: 1`. The caller has set `writer`'s time.
+pub fn write_io_error(
+    app: &App,
+    writer: &mut ResponseWriter,
+    status: u16,
+    message: &str,
+    retry_after: bool,
+    out: &mut Vec<u8>,
+) {
+    let mut body = Vec::with_capacity(96);
+    let reply = routes::error_reply(false, status, message, None, &mut body);
+    let mut extra: Vec<(&str, &[u8])> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_slice()))
+        .collect();
+    if retry_after {
+        extra.push(("Retry-After", b"1"));
+    }
+    writer.write(
+        out,
+        status,
+        Some("close"),
+        reply.content_type,
+        &extra,
+        Some(&body),
+        false,
+    );
+    app.stats.count_response(status);
+}
+
 fn too_large_message(max_body: usize) -> String {
     format!("request body too large (limit {} bytes)", max_body)
 }

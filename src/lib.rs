@@ -18,7 +18,9 @@
 //! ```
 //!
 //! `config.rs` turns flags and environment into a [`Config`]; `server.rs` starts the chosen
-//! I/O model; `stats.rs` holds the counters behind `/stats`.
+//! I/O model (the reactor, or one of the comparison models in `io_model/`, which serve each
+//! connection on one thread with blocking sockets around the same `exchange.rs`);
+//! `stats.rs` holds the counters behind `/stats`.
 
 pub mod auth;
 pub mod config;
@@ -26,6 +28,7 @@ pub mod connection;
 pub mod exchange;
 pub mod exposition;
 pub mod http;
+pub mod io_model;
 pub mod line_protocol;
 pub mod listener;
 pub mod log_limit;

@@ -362,27 +362,15 @@ impl Reactor {
 
     /// An error response the reactor itself sends (408, 503): encoding only, no parsing.
     fn encode_error(&mut self, status: u16, message: &str, out: &mut Vec<u8>, retry_after: bool) {
-        let mut body = Vec::with_capacity(96);
-        let reply = crate::routes::error_reply(false, status, message, None, &mut body);
-        let mut extra: Vec<(&str, &[u8])> = reply
-            .headers
-            .iter()
-            .map(|(n, v)| (*n, v.as_slice()))
-            .collect();
-        if retry_after {
-            extra.push(("Retry-After", b"1"));
-        }
         self.writer.set_time(SystemTime::now());
-        self.writer.write(
-            out,
+        crate::exchange::write_io_error(
+            &self.app,
+            &mut self.writer,
             status,
-            Some("close"),
-            reply.content_type,
-            &extra,
-            Some(&body),
-            false,
+            message,
+            retry_after,
+            out,
         );
-        stats(&self.app).count_response(status);
     }
 
     // ----- readiness ------------------------------------------------------------------

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::config::{Config, IoModel};
+use crate::io_model;
 use crate::listener;
 use crate::pipeline::Pipeline;
 use crate::reactor::Reactor;
@@ -114,15 +115,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 .run()
                 .map_err(|e| ServerError::Io("reactor failed", e))?
         }
-        IoModel::Threadpool | IoModel::Blocking => {
-            return Err(ServerError::Io(
-                "starting the I/O model",
-                std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    "this I/O model is not built yet",
-                ),
-            ));
-        }
+        IoModel::Threadpool => io_model::threadpool::run(bound.listener, Arc::clone(&app))
+            .map_err(|e| ServerError::Io("threadpool I/O model failed", e))?,
+        IoModel::Blocking => io_model::blocking::run(bound.listener, Arc::clone(&app))
+            .map_err(|e| ServerError::Io("blocking I/O model failed", e))?,
     };
 
     // Every request is answered or abandoned by now, so nothing new can be queued: drain

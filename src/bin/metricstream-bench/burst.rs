@@ -6,6 +6,11 @@
 //! overflow/drop counters before and after. Connects are issued back to
 //! back, with a zero-timeout look at the poller every 64 connects or 0.5 ms
 //! so that connect completion is noticed promptly (resolution ~0.5 ms).
+//! With `--connect-first` no request leaves before every connect has been
+//! issued: the SYNs arrive as one burst, at the rate one client core can
+//! issue connects alone, and an accept loop that waits for a request before
+//! taking the next connection shows it (response and total latencies then
+//! include the wait).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -40,6 +45,12 @@ struct Burst {
     connected: u64,
     completed: u64,
     counters: std::sync::Arc<Counters>,
+    connect_first: bool,
+    /// Every connect has been issued (requests may go).
+    all_issued: bool,
+    /// Connected while connects were still being issued: (key, the connection's start
+    /// time, to recognise it if its slot was reused meanwhile).
+    waiting: Vec<(usize, Instant)>,
 }
 
 impl Handler for Burst {
@@ -49,9 +60,14 @@ impl Handler for Burst {
                 self.connect.record(d);
                 self.connected += 1;
                 self.counters.opened();
-                if let Some(c) = r.conns.get_mut(key) {
-                    c.send(&self.req, false);
+                let Some(c) = r.conns.get_mut(key) else {
+                    return false;
+                };
+                if self.connect_first && !self.all_issued {
+                    self.waiting.push((key, c.started));
+                    return false;
                 }
+                c.send(&self.req, false);
                 true
             }
             Step::Response(info, d) => {
@@ -73,6 +89,18 @@ impl Handler for Burst {
 }
 
 impl Burst {
+    /// The last connect was issued: send the requests of the connections already open.
+    fn release(&mut self, r: &mut Reactor) {
+        self.all_issued = true;
+        for (key, started) in std::mem::take(&mut self.waiting) {
+            let Some(c) = r.conns.get_mut(key).filter(|c| c.started == started) else {
+                continue;
+            };
+            c.send(&self.req, false);
+            r.pump(self, key);
+        }
+    }
+
     fn fail(&mut self, r: &mut Reactor, key: usize, kind: ErrorKind) -> bool {
         if let Some(c) = r.close(key) {
             if c.phase != Phase::Connecting {
@@ -99,6 +127,9 @@ pub fn run(s: &Settings) -> std::io::Result<Report> {
         connected: 0,
         completed: 0,
         counters: std::sync::Arc::clone(&progress.counters),
+        connect_first: s.connect_first,
+        all_issued: false,
+        waiting: Vec::new(),
     };
     let mut r = Reactor::new(s.addr, n)?;
     let netstat_before = sys::listen_counters();
@@ -122,6 +153,7 @@ pub fn run(s: &Settings) -> std::io::Result<Report> {
             }
             if issued == n {
                 connects_issued_in = start.elapsed();
+                h.release(&mut r);
             }
         }
         let wait = if issued < n { Duration::ZERO } else { SWEEP };
@@ -181,6 +213,7 @@ pub fn run(s: &Settings) -> std::io::Result<Report> {
         json!((connects_issued_in.as_secs_f64() * 1e4).round() / 1e4),
     );
     rep.set("connections_per_sec", json!(rate(h.completed, elapsed)));
+    rep.set("connect_first", json!(s.connect_first));
     rep.set("duration_secs", json!((elapsed * 1e3).round() / 1e3));
 
     rep.row("connections", n.to_string());
@@ -210,6 +243,9 @@ pub fn run(s: &Settings) -> std::io::Result<Report> {
         "connects issued in",
         format!("{:.1} ms", connects_issued_in.as_secs_f64() * 1e3),
     );
+    if s.connect_first {
+        rep.row("requests", "sent once every connect was issued");
+    }
     rep.row("elapsed", format!("{elapsed:.3} s"));
     Ok(rep)
 }

@@ -1,26 +1,23 @@
 //! The command line: clap definitions for every scenario and option, and
 //! their validation into `Settings` (loopback-only target resolution,
-//! per-scenario defaults, bounds on counts and times).
+//! per-scenario defaults, bounds on counts and times), plus the `compare`
+//! subcommand's options.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// Longest run or wait any option may ask for, in seconds.
 const MAX_SECS: f64 = 3600.0;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
-    /// N connects at once, one request each: refused/reset/timeouts, connect latency, listen overflows.
     Burst,
-    /// One request per new connection, C concurrent, for D seconds: connections/s.
     Churn,
-    /// GET over C keep-alive connections, closed loop, for D seconds: requests/s, latency.
     Keepalive,
-    /// POST line protocol (B points a body) over C keep-alive connections: points/s.
     Write,
-    /// N idle keep-alive connections held open: server RSS per connection.
     Idle,
 }
 
@@ -46,13 +43,47 @@ impl Scenario {
 #[command(
     name = "metricstream-bench",
     version,
-    override_usage = "metricstream-bench <SCENARIO> --target <HOST:PORT> [OPTIONS]"
+    override_usage = "metricstream-bench <SCENARIO> --target <HOST:PORT> [OPTIONS]\n       metricstream-bench compare [--quick] [--out DIR] [OPTIONS]"
 )]
 pub struct Cli {
-    /// What to measure.
-    #[arg(value_enum)]
-    pub scenario: Scenario,
+    #[command(subcommand)]
+    pub command: Command,
+}
 
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// N connects at once, one request each: refused/reset/timeouts, connect latency, listen overflows.
+    Burst(ScenarioArgs),
+    /// One request per new connection, C concurrent, for D seconds: connections/s.
+    Churn(ScenarioArgs),
+    /// GET over C keep-alive connections, closed loop, for D seconds: requests/s, latency.
+    Keepalive(ScenarioArgs),
+    /// POST line protocol (B points a body) over C keep-alive connections: points/s.
+    Write(ScenarioArgs),
+    /// N idle keep-alive connections held open: server RSS per connection.
+    Idle(ScenarioArgs),
+    /// Start metricstream in each I/O model (and nginx, VictoriaMetrics when installed) on
+    /// loopback, run the scenarios against each, stop them, write tables and SVG plots.
+    Compare(CompareArgs),
+}
+
+impl Command {
+    /// The scenario to run and its options; `None` for `compare`.
+    pub fn scenario(&self) -> Option<(Scenario, &ScenarioArgs)> {
+        match self {
+            Command::Burst(a) => Some((Scenario::Burst, a)),
+            Command::Churn(a) => Some((Scenario::Churn, a)),
+            Command::Keepalive(a) => Some((Scenario::Keepalive, a)),
+            Command::Write(a) => Some((Scenario::Write, a)),
+            Command::Idle(a) => Some((Scenario::Idle, a)),
+            Command::Compare(_) => None,
+        }
+    }
+}
+
+/// Options of the measuring scenarios.
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
     /// Server address, HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, localhost:8080); loopback only.
     #[arg(long, value_name = "HOST:PORT")]
     pub target: String,
@@ -117,6 +148,12 @@ pub struct Cli {
     /// Held connections re-checked with one more request at the end (idle).
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub verify: usize,
+
+    /// Issue every connect before sending any request (burst). One client core opens
+    /// connections much faster alone than while also sending requests and reading
+    /// responses, so the connects arrive as a burst, as from many clients at once.
+    #[arg(long)]
+    pub connect_first: bool,
 }
 
 /// Validated settings shared by the scenarios.
@@ -140,6 +177,7 @@ pub struct Settings {
     pub settle: Duration,
     pub pid: Option<u32>,
     pub verify: usize,
+    pub connect_first: bool,
     pub json: bool,
 }
 
@@ -184,10 +222,10 @@ pub fn resolve_loopback(target: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-impl Cli {
-    pub fn settings(&self) -> Result<Settings, String> {
+impl ScenarioArgs {
+    pub fn settings(&self, scenario: Scenario) -> Result<Settings, String> {
         let addr = resolve_loopback(&self.target)?;
-        let connections = self.connections.unwrap_or(match self.scenario {
+        let connections = self.connections.unwrap_or(match scenario {
             Scenario::Burst => 5000,
             Scenario::Idle => 10_000,
             _ => 64,
@@ -211,7 +249,7 @@ impl Cli {
             return Err("--bodies must be between 1 and 1024".into());
         }
         let path = self.path.clone().unwrap_or_else(|| {
-            match self.scenario {
+            match scenario {
                 Scenario::Write => "/write",
                 _ => "/ping",
             }
@@ -230,7 +268,7 @@ impl Cli {
             return Err("--host-header must not contain control characters".into());
         }
         Ok(Settings {
-            scenario: self.scenario,
+            scenario,
             addr,
             target: self.target.clone(),
             host,
@@ -247,9 +285,65 @@ impl Cli {
             settle: secs("settle", self.settle, true)?,
             pid: self.pid,
             verify: self.verify,
+            connect_first: self.connect_first,
             json: self.json,
         })
     }
+}
+
+/// Options of `compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Short run (about 3 minutes): bursts of 1000 and 5000, 3 s windows.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Directory for results.md, results.json, the SVG plots and the servers' logs.
+    #[arg(long, value_name = "DIR", default_value = "bench-results")]
+    pub out: PathBuf,
+
+    /// The metricstream server binary [default: `metricstream` next to this program].
+    #[arg(long, value_name = "PATH")]
+    pub server_bin: Option<PathBuf>,
+
+    /// Pool threads of `--io-model threadpool` (its `--workers`): a thread-per-connection
+    /// pool is sized for concurrency, not cores.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub pool_threads: usize,
+
+    /// Burst sizes, comma-separated [default: 1000,2000,5000; --quick: 1000,5000].
+    #[arg(long, value_name = "N,..", value_delimiter = ',')]
+    pub bursts: Vec<usize>,
+
+    /// Listen backlogs for the burst runs, comma-separated [default: 64,128,1024].
+    #[arg(long, value_name = "N,..", value_delimiter = ',')]
+    pub backlogs: Vec<u32>,
+
+    /// Runs of each burst configuration; tables and plots show the median (a busy machine
+    /// can stall one run).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub repeat: usize,
+
+    /// Burst runs send requests as soon as each connect completes, instead of after every
+    /// connect was issued (`burst --connect-first`, the default here).
+    #[arg(long)]
+    pub interleaved: bool,
+
+    /// Seconds of each churn, keepalive and write run [default: 10; --quick: 3].
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Concurrent connections of the churn, keepalive and write runs.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 64)]
+    pub connections: usize,
+
+    /// Leave nginx and VictoriaMetrics out even when installed.
+    #[arg(long)]
+    pub no_external: bool,
+
+    /// Run nothing: rebuild results.md and the plots from this results.json.
+    #[arg(long, value_name = "FILE")]
+    pub from_json: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -269,18 +363,37 @@ mod tests {
         assert!(resolve_loopback("127.0.0.1:0").is_err());
     }
 
+    fn settings(args: &[&str]) -> Result<Settings, String> {
+        let cli = Cli::parse_from(args);
+        let (scenario, a) = cli.command.scenario().expect("a scenario");
+        a.settings(scenario)
+    }
+
     #[test]
     fn defaults_per_scenario() {
-        let cli = Cli::parse_from(["b", "burst", "--target", "127.0.0.1:9"]);
-        let s = cli.settings().expect("valid");
+        let s = settings(&["b", "burst", "--target", "127.0.0.1:9"]).expect("valid");
         assert_eq!(s.connections, 5000);
         assert_eq!(s.path, "/ping");
-        let cli = Cli::parse_from(["b", "write", "--target", "127.0.0.1:9", "-n", "8"]);
-        let s = cli.settings().expect("valid");
+        let s = settings(&["b", "write", "--target", "127.0.0.1:9", "-n", "8"]).expect("valid");
         assert_eq!(s.connections, 8);
         assert_eq!(s.path, "/write");
         assert_eq!(s.host, "127.0.0.1:9");
-        let cli = Cli::parse_from(["b", "idle", "--target", "127.0.0.1:9", "-d", "0"]);
-        assert!(cli.settings().is_err());
+        assert!(settings(&["b", "idle", "--target", "127.0.0.1:9", "-d", "0"]).is_err());
+    }
+
+    #[test]
+    fn compare_defaults_and_quick() {
+        let cli = Cli::parse_from(["b", "compare"]);
+        let Command::Compare(c) = cli.command else {
+            panic!("not compare")
+        };
+        assert_eq!(c.out, PathBuf::from("bench-results"));
+        assert!(!c.quick);
+        let cli = Cli::parse_from(["b", "compare", "--quick", "--bursts", "10,20", "--out", "x"]);
+        let Command::Compare(c) = cli.command else {
+            panic!("not compare")
+        };
+        assert!(c.quick);
+        assert_eq!(c.bursts, vec![10, 20]);
     }
 }

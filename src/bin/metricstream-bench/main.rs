@@ -3,13 +3,15 @@
 //! and refusing runs that need more descriptors than allowed, checking that
 //! the loopback target answers at all, dispatching to a scenario, printing
 //! its report and choosing the exit status (0 run completed, 1 target
-//! unreachable, 2 bad arguments).
+//! unreachable, 2 bad arguments). `compare` hands over to `compare/`,
+//! which runs this same program once per scenario and server.
 
 mod body;
 mod burst;
 mod churn;
 mod cli;
 mod closed_loop;
+mod compare;
 mod conn;
 mod http;
 mod idle;
@@ -24,7 +26,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Scenario, Settings};
+use cli::{Cli, Command, Scenario, Settings};
 
 fn fail(code: u8, msg: &str) -> ExitCode {
     eprintln!("metricstream-bench: {msg}");
@@ -33,7 +35,14 @@ fn fail(code: u8, msg: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match cli.settings() {
+    let settings = match &cli.command {
+        Command::Compare(args) => return compare::main(args),
+        command => match command.scenario() {
+            Some((scenario, args)) => args.settings(scenario),
+            None => Err("no scenario given".to_string()),
+        },
+    };
+    let settings = match settings {
         Ok(s) => s,
         Err(e) => return fail(2, &format!("error: {e}")),
     };
