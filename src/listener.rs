@@ -88,6 +88,30 @@ pub fn raise_nofile_limit() -> io::Result<NofileLimits> {
     })
 }
 
+/// Grows this process's descriptor table to hold `n` descriptors now, while it is still
+/// single-threaded. The kernel grows the table by doubling as descriptors are handed out,
+/// and in a multi-threaded process each growth waits for an RCU grace period
+/// (`expand_fdtable` -> `synchronize_rcu`), which stalls the `accept4` that triggered it for
+/// milliseconds — long enough for a burst to overflow a small accept queue. Duplicating a
+/// descriptor onto slot `n - 1` and closing it leaves the table at full size for good.
+pub fn reserve_fd_table(n: usize) {
+    let Ok(limit) = raise_nofile_limit() else {
+        return;
+    };
+    let target = (n as u64).min(limit.soft.saturating_sub(1));
+    if target < 64 {
+        return;
+    }
+    let target = target as libc::c_int;
+    // SAFETY: dup2 of our own stdin (fd 0 or any open fd; on failure nothing happens) onto a
+    // descriptor number nothing uses yet (far above any we have opened), closed right after.
+    unsafe {
+        if libc::fcntl(target, libc::F_GETFD) == -1 && libc::dup2(2, target) == target {
+            libc::close(target);
+        }
+    }
+}
+
 /// The listener's current accept-queue length. On Linux a listening socket's `TCP_INFO`
 /// reports it in `tcpi_unacked` (and the backlog in `tcpi_sacked`).
 #[cfg(target_os = "linux")]

@@ -57,6 +57,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Err(e) => log::warn!("could not raise RLIMIT_NOFILE: {}", e),
     }
 
+    listener::reserve_fd_table(config.max_connections + 256);
     let nonblocking = config.io_model == IoModel::Reactor;
     let bound = listener::bind(config.listen, config.backlog, nonblocking)
         .map_err(|e| ServerError::Bind(config.listen, e))?;
