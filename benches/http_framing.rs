@@ -2,16 +2,13 @@
 //! decoding, and the whole exchange engine answering pipelined requests.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metricstream::config::Config;
 use metricstream::exchange::{self, Exchange, Local};
 use metricstream::http::{ChunkedDecoder, parse_head};
-use metricstream::pipeline::Pipeline;
 use metricstream::routes::App;
-use metricstream::stats::{ServerInfo, Stats};
 
 const PING: &[u8] = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n";
 const WRITE_HEAD: &[u8] = b"POST /write?db=telegraf&precision=ns HTTP/1.1\r\nHost: metrics.example:8086\r\nUser-Agent: Telegraf/1.28.5 Go/1.21.4\r\nContent-Length: 109000\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Encoding: identity\r\nAuthorization: Token 0123456789abcdef\r\nAccept-Encoding: gzip\r\n\r\n";
@@ -63,21 +60,11 @@ fn chunked(c: &mut Criterion) {
 }
 
 fn engine(c: &mut Criterion) {
-    let stats = Arc::new(Stats::default());
-    let app = App {
-        config: Config::default(),
-        pipeline: Pipeline::start(1_000_000, 1_000_000, Arc::clone(&stats))
-            .expect("aggregator thread"),
-        stats,
-        info: ServerInfo {
-            io_model: "reactor",
-            listen_addr: "127.0.0.1:0".into(),
-            backlog_configured: 1024,
-            backlog_effective: 1024,
-            workers: 1,
-            listener_fd: None,
-        },
-    };
+    let app = App::standalone(Config {
+        queue_capacity: 1_000_000,
+        ..Config::default()
+    })
+    .expect("aggregator thread");
     let mut stream = Vec::new();
     for _ in 0..16 {
         stream.extend_from_slice(PING);

@@ -71,6 +71,32 @@ enum PendingBody {
     Chunked(ChunkedDecoder),
 }
 
+/// Feeds `reads` through [`process`] the way the I/O models do — calling it only once the
+/// input holds `min_len` bytes, writing first when asked — and returns all output and
+/// whether the engine closed the connection. No sockets: for tests, benches and fuzzing.
+pub fn replay(app: &App, reads: &[&[u8]], now: SystemTime) -> (Vec<u8>, bool) {
+    let mut local = Local::new(1);
+    local.set_time(now);
+    let mut ex = Exchange::default();
+    let mut input = Vec::new();
+    let mut output = Vec::new();
+    let mut min_len = 1;
+    for read in reads {
+        input.extend_from_slice(read);
+        while input.len() >= min_len && !input.is_empty() {
+            match process(app, &mut local, &mut ex, &mut input, &mut output, false) {
+                Progress::NeedMore { min_len: m, .. } => {
+                    min_len = m;
+                    break;
+                }
+                Progress::WriteFirst => continue,
+                Progress::Close { .. } => return (output, true),
+            }
+        }
+    }
+    (output, false)
+}
+
 /// Per-thread scratch: reused buffers so a steady-state request allocates nothing.
 pub struct Local {
     pub writer: ResponseWriter,
@@ -463,9 +489,7 @@ fn respond_error(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::stats::{ServerInfo, Stats};
     use proptest::prelude::*;
-    use std::sync::Arc;
 
     /// One shared app (and aggregator thread) for tests that do not count.
     fn shared() -> &'static App {
@@ -474,49 +498,18 @@ mod tests {
     }
 
     fn app() -> App {
-        let stats = Arc::new(Stats::default());
-        App {
-            pipeline: crate::pipeline::Pipeline::start(1000, 1000, Arc::clone(&stats)).unwrap(),
-            config: Config {
-                max_header_bytes: 1024,
-                max_body_bytes: 4096,
-                ..Config::default()
-            },
-            stats,
-            info: ServerInfo {
-                io_model: "reactor",
-                listen_addr: "127.0.0.1:0".into(),
-                backlog_configured: 1024,
-                backlog_effective: 1024,
-                workers: 1,
-                listener_fd: None,
-            },
-        }
+        App::standalone(Config {
+            max_header_bytes: 1024,
+            max_body_bytes: 4096,
+            queue_capacity: 1000,
+            max_series: 1000,
+            ..Config::default()
+        })
+        .unwrap()
     }
 
-    /// Feeds `chunks` as successive reads the way the reactor does (dispatching only when
-    /// `min_len` is reached) and returns all output plus whether the connection closed.
     fn drive(app: &App, chunks: &[&[u8]]) -> (Vec<u8>, bool) {
-        let mut local = Local::new(1);
-        local.set_time(SystemTime::UNIX_EPOCH);
-        let mut ex = Exchange::default();
-        let mut input = Vec::new();
-        let mut output = Vec::new();
-        let mut min_len = 1;
-        for chunk in chunks {
-            input.extend_from_slice(chunk);
-            while input.len() >= min_len && !input.is_empty() {
-                match process(app, &mut local, &mut ex, &mut input, &mut output, false) {
-                    Progress::NeedMore { min_len: m, .. } => {
-                        min_len = m;
-                        break;
-                    }
-                    Progress::WriteFirst => continue,
-                    Progress::Close { .. } => return (output, true),
-                }
-            }
-        }
-        (output, false)
+        replay(app, chunks, SystemTime::UNIX_EPOCH)
     }
 
     /// Responses with the per-response headers (Date, Request-Id) blanked out.

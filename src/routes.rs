@@ -25,6 +25,30 @@ pub struct App {
     pub pipeline: Arc<Pipeline>,
 }
 
+impl App {
+    /// An app with its own pipeline (queue and aggregator thread) and no listener, for
+    /// driving the engine without sockets: unit tests, benches and fuzzing. The queue holds
+    /// `queue_capacity` points and the store `max_series` series.
+    pub fn standalone(config: Config) -> std::io::Result<App> {
+        let stats = Arc::new(Stats::default());
+        let pipeline =
+            Pipeline::start(config.queue_capacity, config.max_series, Arc::clone(&stats))?;
+        Ok(App {
+            info: ServerInfo {
+                io_model: config.io_model.as_str(),
+                listen_addr: config.listen.to_string(),
+                backlog_configured: config.backlog,
+                backlog_effective: config.backlog,
+                workers: config.workers,
+                listener_fd: None,
+            },
+            config,
+            stats,
+            pipeline,
+        })
+    }
+}
+
 /// A complete request as handlers see it.
 pub struct Request<'a> {
     pub head: &'a RequestHead<'a>,

@@ -1,64 +1,32 @@
 //! Inputs found by the fuzz targets in `fuzz/` (and bugs found while writing them), replayed
 //! through the same entry points so they stay fixed.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use metricstream::config::Config;
-use metricstream::exchange::{Exchange, Local, Progress, process};
+use metricstream::exchange::replay;
 use metricstream::http::ChunkedDecoder;
-use metricstream::pipeline::Pipeline;
 use metricstream::routes::App;
-use metricstream::stats::{ServerInfo, Stats};
 
 /// The app the `http_framing` target builds: the engine unit tests' limits.
 fn app() -> &'static App {
     static APP: OnceLock<App> = OnceLock::new();
     APP.get_or_init(|| {
-        let stats = Arc::new(Stats::default());
-        App {
-            pipeline: Pipeline::start(1 << 22, 1000, Arc::clone(&stats)).expect("pipeline"),
-            config: Config {
-                max_header_bytes: 1024,
-                max_body_bytes: 4096,
-                ..Config::default()
-            },
-            stats,
-            info: ServerInfo {
-                io_model: "reactor",
-                listen_addr: "127.0.0.1:0".into(),
-                backlog_configured: 1024,
-                backlog_effective: 1024,
-                workers: 1,
-                listener_fd: None,
-            },
-        }
+        App::standalone(Config {
+            max_header_bytes: 1024,
+            max_body_bytes: 4096,
+            queue_capacity: 1 << 22,
+            max_series: 1000,
+            ..Config::default()
+        })
+        .expect("app")
     })
 }
 
 /// Feeds `reads` as the reactor does; returns the output and whether the engine closed.
 fn drive(reads: &[&[u8]]) -> (Vec<u8>, bool) {
-    let app = app();
-    let mut local = Local::new(1);
-    local.set_time(SystemTime::UNIX_EPOCH);
-    let mut ex = Exchange::default();
-    let mut input = Vec::new();
-    let mut output = Vec::new();
-    let mut min_len = 1;
-    for read in reads {
-        input.extend_from_slice(read);
-        while input.len() >= min_len && !input.is_empty() {
-            match process(app, &mut local, &mut ex, &mut input, &mut output, false) {
-                Progress::NeedMore { min_len: m, .. } => {
-                    min_len = m;
-                    break;
-                }
-                Progress::WriteFirst => continue,
-                Progress::Close { .. } => return (output, true),
-            }
-        }
-    }
-    (output, false)
+    replay(app(), reads, SystemTime::UNIX_EPOCH)
 }
 
 /// The status lines of an output, in order.

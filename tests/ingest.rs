@@ -425,16 +425,7 @@ fn escaped_names_round_trip_to_series_and_metrics() {
 
 /// Runs `promtool check metrics` on `text` when promtool is installed (CI requires it).
 fn promtool_check(text: &str) -> bool {
-    let present = std::process::Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !present {
-        assert!(
-            std::env::var_os("METRICSTREAM_REQUIRE_PROMTOOL").is_none(),
-            "promtool is required (METRICSTREAM_REQUIRE_PROMTOOL is set) but not installed"
-        );
-        eprintln!("skipping promtool check: promtool not installed");
+    if !tool_available("promtool", "METRICSTREAM_REQUIRE_PROMTOOL") {
         return false;
     }
     let mut child = std::process::Command::new("promtool")
@@ -681,16 +672,7 @@ with InfluxDBClient(url="http://127.0.0.1:{port}", token="anything", org="org", 
 
 #[test]
 fn a_real_prometheus_scrapes_metrics() {
-    let present = std::process::Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !present {
-        assert!(
-            std::env::var_os("METRICSTREAM_REQUIRE_PROMTOOL").is_none(),
-            "prometheus is required but not installed"
-        );
-        eprintln!("skipping: prometheus not installed");
+    if !tool_available("prometheus", "METRICSTREAM_REQUIRE_PROMTOOL") {
         return;
     }
     let s = Server::start(&[]);

@@ -19,16 +19,14 @@
 
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use libfuzzer_sys::fuzz_target;
 use metricstream::config::Config;
-use metricstream::exchange::{Exchange, Local, Progress, process};
+use metricstream::exchange::replay;
 use metricstream::http::{ChunkError, ChunkedDecoder, parse_head};
-use metricstream::pipeline::Pipeline;
 use metricstream::routes::App;
-use metricstream::stats::{ServerInfo, Stats};
 
 /// The limits the engine's unit tests use: small, so the fuzzer reaches them.
 const MAX_HEADER: usize = 1024;
@@ -38,54 +36,23 @@ const MAX_BODY: usize = 4096;
 fn app() -> &'static App {
     static APP: OnceLock<App> = OnceLock::new();
     APP.get_or_init(|| {
-        let stats = Arc::new(Stats::default());
-        App {
-            // A queue far larger than any input can fill, so no write is refused with 503
-            // because the aggregator thread has not caught up yet: the answers depend on the
-            // input alone. The series limit bounds the memory the run accumulates.
-            pipeline: Pipeline::start(1 << 22, 1000, Arc::clone(&stats)).expect("pipeline"),
-            config: Config {
-                max_header_bytes: MAX_HEADER,
-                max_body_bytes: MAX_BODY,
-                ..Config::default()
-            },
-            stats,
-            info: ServerInfo {
-                io_model: "reactor",
-                listen_addr: "127.0.0.1:0".into(),
-                backlog_configured: 1024,
-                backlog_effective: 1024,
-                workers: 1,
-                listener_fd: None,
-            },
-        }
+        // A queue far larger than any input can fill, so no write is refused with 503
+        // because the aggregator thread has not caught up yet: the answers depend on the
+        // input alone. The series limit bounds the memory the run accumulates.
+        App::standalone(Config {
+            max_header_bytes: MAX_HEADER,
+            max_body_bytes: MAX_BODY,
+            queue_capacity: 1 << 22,
+            max_series: 1000,
+            ..Config::default()
+        })
+        .expect("app")
     })
 }
 
-/// Feeds `reads` the way the reactor does (calling the engine only once `min_len` bytes are
-/// in) and returns all output and whether the engine closed the connection. The same loop as
-/// `drive` in `src/exchange.rs`'s tests.
+/// Feeds `reads` the way the reactor does; all output and whether the engine closed.
 fn drive(app: &App, reads: &[&[u8]]) -> (Vec<u8>, bool) {
-    let mut local = Local::new(1);
-    local.set_time(SystemTime::UNIX_EPOCH);
-    let mut ex = Exchange::default();
-    let mut input = Vec::new();
-    let mut output = Vec::new();
-    let mut min_len = 1;
-    for read in reads {
-        input.extend_from_slice(read);
-        while input.len() >= min_len && !input.is_empty() {
-            match process(app, &mut local, &mut ex, &mut input, &mut output, false) {
-                Progress::NeedMore { min_len: m, .. } => {
-                    min_len = m;
-                    break;
-                }
-                Progress::WriteFirst => continue,
-                Progress::Close { .. } => return (output, true),
-            }
-        }
-    }
-    (output, false)
+    replay(app, reads, SystemTime::UNIX_EPOCH)
 }
 
 /// One response, `Date` and `Request-Id` left out.

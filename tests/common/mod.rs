@@ -26,7 +26,21 @@ impl Server {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(BIN);
+        Self::spawn(&[], args, env)
+    }
+
+    /// Starts the binary, through `wrapper` when it is not empty (for example
+    /// `["prlimit", "--nofile=64", "--"]`; the wrapper must `exec` the server so the child's
+    /// PID is the server's), and waits (at most 20 s) for its "listening on" line.
+    pub fn spawn(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, pre)) => {
+                let mut c = Command::new(program);
+                c.args(pre).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
@@ -148,6 +162,22 @@ pub fn signal(pid: i32, sig: i32) {
     }
 }
 
+/// Whether the external program `name` can be run. When it cannot and the environment
+/// variable `required_by` is set (CI sets them), the test fails instead of skipping.
+pub fn tool_available(name: &str, required_by: &str) -> bool {
+    let present = Command::new(name).arg("--version").output().is_ok();
+    if !present {
+        assert!(
+            std::env::var_os(required_by).is_none(),
+            "{} is required ({} is set) but not installed",
+            name,
+            required_by
+        );
+        eprintln!("skipping: {} is not installed", name);
+    }
+    present
+}
+
 /// Polls `cond` every 10 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -210,6 +240,20 @@ impl Reader {
         self.stream.write_all(bytes).expect("send");
     }
 
+    fn fill_or(&mut self, quiet: bool) -> bool {
+        if quiet {
+            let mut chunk = [0u8; 65536];
+            return match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => false,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    true
+                }
+            };
+        }
+        self.fill()
+    }
+
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 65536];
         match self.stream.read(&mut chunk) {
@@ -242,6 +286,11 @@ impl Reader {
 
     /// `None` if the connection closes first.
     pub fn try_response_to(&mut self, head_request: bool) -> Option<Response> {
+        self.read_response(head_request, false)
+    }
+
+    /// The next response. A read error panics, or with `quiet` ends like EOF.
+    fn read_response(&mut self, head_request: bool, quiet: bool) -> Option<Response> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut resp = httparse::Response::new(&mut headers);
@@ -260,7 +309,7 @@ impl Reader {
                 let len: usize = hdrs
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                    .map(|(_, v)| v.trim().parse().expect("content-length"))
+                    .and_then(|(_, v)| v.trim().parse().ok())
                     .unwrap_or(0);
                 let body_len = if head_request || status == 204 || status / 100 == 1 {
                     0
@@ -268,7 +317,7 @@ impl Reader {
                     len
                 };
                 while self.buf.len() < n + body_len {
-                    if !self.fill() {
+                    if !self.fill_or(quiet) {
                         return None;
                     }
                 }
@@ -280,7 +329,7 @@ impl Reader {
                     body,
                 });
             }
-            if !self.fill() {
+            if !self.fill_or(quiet) {
                 return None;
             }
         }
@@ -381,51 +430,10 @@ pub fn run_expecting_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, 
 // ----- Helpers added for the hardening tests (tests/hardening.rs, slowloris.rs, load.rs,
 // ----- fd_limit.rs, shutdown.rs). The helpers above are unchanged.
 
-/// Like [`Server::start_with_env`], but runs the binary through `wrapper` (for example
-/// `["prlimit", "--nofile=64", "--"]`). The wrapper must `exec` the server, so the child's
-/// PID is the server's (prlimit does).
+/// Like [`Server::start_with_env`], but runs the binary through `wrapper` (see
+/// [`Server::spawn`]).
 pub fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Server {
-    let (program, pre) = wrapper.split_first().expect("wrapper program");
-    let mut cmd = Command::new(program);
-    cmd.args(pre).arg(BIN);
-    if !args.contains(&"--listen") {
-        cmd.args(["--listen", "127.0.0.1:0"]);
-    }
-    cmd.args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn wrapped metricstream");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log2 = Arc::clone(&log);
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(i) = line.find("listening on ") {
-                let rest = &line[i + "listening on ".len()..];
-                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr);
-                }
-            }
-            log2.lock().unwrap().push(line);
-        }
-    });
-    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(a) => a.parse().expect("listen address"),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("server did not start: {:?}", log.lock().unwrap());
-        }
-    };
-    Server { child, addr, log }
+    Server::spawn(wrapper, args, env)
 }
 
 /// The level of an `env_logger` line (`[2025-01-01T00:00:00.000Z DEBUG target] msg`).
@@ -578,47 +586,7 @@ impl Reader {
     /// Like [`Reader::try_response_to`] (no HEAD), but a read error (reset, timeout) also
     /// gives `None` instead of a panic: for clients racing a server that is going away.
     pub fn try_response_quiet(&mut self) -> Option<Response> {
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut resp = httparse::Response::new(&mut headers);
-            if let Ok(httparse::Status::Complete(n)) = resp.parse(&self.buf) {
-                let status = resp.code.unwrap_or(0);
-                let hdrs: Vec<(String, String)> = resp
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                let len: usize = hdrs
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.trim().parse().ok())
-                    .unwrap_or(0);
-                let body_len = if status == 204 || status / 100 == 1 {
-                    0
-                } else {
-                    len
-                };
-                if self.buf.len() >= n + body_len {
-                    let body = self.buf[n..n + body_len].to_vec();
-                    self.buf.drain(..n + body_len);
-                    return Some(Response {
-                        status,
-                        headers: hdrs,
-                        body,
-                    });
-                }
-            }
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+        self.read_response(false, true)
     }
 }
 
