@@ -246,10 +246,10 @@ impl Connection {
 }
 
 /// Spare capacity from which reads go straight into `input` instead of through scratch.
-const DIRECT_READ: usize = 16 * 1024;
+pub(crate) const DIRECT_READ: usize = 16 * 1024;
 /// Extra room reserved once a read fills the scratch buffer (a large body arriving before
 /// its head has been parsed and its length is known).
-const LARGE_BODY_START: usize = 192 * 1024;
+pub(crate) const LARGE_BODY_START: usize = 192 * 1024;
 
 /// `recv(2)` into an initialised slice.
 fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {

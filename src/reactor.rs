@@ -46,9 +46,9 @@ const READ_BUDGET: usize = 256 * 1024;
 /// the next turn without waiting for a new readiness event).
 const ACCEPT_BUDGET: usize = 4096;
 /// How long a refused or finished connection may keep sending before we close it anyway.
-const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 /// Pause before accepting again when out of file descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Connections over `--max-connections` still get a slot for their 503 and linger, up to
 /// this many; beyond it they are closed right after the 503 is attempted.
 const REJECT_SLACK: usize = 1024;
@@ -92,7 +92,7 @@ impl BufPool {
 /// bounded however many connections speak at once.
 const MAX_IN_FLIGHT: usize = 256;
 /// Reads of small requests land here before being copied into exact-size vectors.
-const SCRATCH: usize = 64 * 1024;
+pub(crate) const SCRATCH: usize = 64 * 1024;
 
 pub struct Reactor {
     poll: Poll,

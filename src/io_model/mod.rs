@@ -37,18 +37,9 @@ use crate::log_limit::LogLimiter;
 use crate::routes::App;
 use crate::stats::bump;
 
-/// How long a connection closed after an error may keep sending before we close it anyway
-/// (the reactor's linger, so the client reads our answer rather than a reset).
-const LINGER: Duration = Duration::from_secs(2);
-/// Pause before accepting again when out of file descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Reads of small requests land here before being copied into the connection's input;
-/// a known remainder larger than this is read straight into the input vector.
-const SCRATCH: usize = 64 * 1024;
-/// Spare capacity from which reads go straight into the input vector.
-const DIRECT_READ: usize = 16 * 1024;
-/// Room reserved once a read fills the scratch buffer.
-const LARGE_BODY_START: usize = 192 * 1024;
+// The reactor's tuning, shared so the models differ only in their I/O architecture.
+use crate::connection::{DIRECT_READ, LARGE_BODY_START};
+use crate::reactor::{ACCEPT_PAUSE, LINGER, SCRATCH};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Slots hold plain data that a panicking holder cannot leave half-written.
