@@ -130,6 +130,16 @@ pub fn write(
     }
 }
 
+/// The batch `write` would queue for `body`, without queueing it: for the ingest bench.
+#[doc(hidden)]
+pub fn batch_for_bench(
+    scratch: &mut IngestScratch,
+    body: &[u8],
+    params: &WriteParams,
+) -> Result<Batch, WriteError> {
+    build_batch(&mut scratch.parser, &mut scratch.order, body, params, 0)
+}
+
 /// Gunzips `body` into `out`, refusing more than `max` decompressed bytes (a small gzip
 /// bomb is a 413, not an out-of-memory).
 pub fn inflate(body: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), WriteError> {
@@ -204,19 +214,42 @@ fn build_batch(
         let has_db_tag = p.tags.iter().any(|(k, _)| *k == b"db");
         let add_db = params.db.is_some() && !has_db_tag;
         let sorted = p.tags.windows(2).all(|w| w[0].0 < w[1].0);
-        let key = if sorted && !add_db {
-            // The key as written is already canonical: measurement up to the last tag
-            // value, a span of the body copy.
-            let end_part = p.tags.last().map(|(_, v)| *v).unwrap_or(p.measurement);
-            match (span_in(body, p.measurement), span_in(body, end_part)) {
-                (Some(m), Some(e)) => Span {
-                    start: m.start,
-                    len: e.start + e.len - m.start,
-                },
-                _ => build_key(&mut batch, order, p, add_db.then_some(&escaped_db[..])),
+        // Where the key as written lies in the body: measurement up to the last tag value.
+        let end_part = p.tags.last().map(|(_, v)| *v).unwrap_or(p.measurement);
+        let region = match (span_in(body, p.measurement), span_in(body, end_part)) {
+            (Some(m), Some(e)) if sorted => Some(Span {
+                start: m.start,
+                len: e.start + e.len - m.start,
+            }),
+            _ => None,
+        };
+        let key = match region {
+            // Already canonical: a span of the body copy, nothing built.
+            Some(r) if !add_db => r,
+            // Sorted, but `db` must go in: copy the key around it (the first tag whose key
+            // sorts after `db` starts right after a comma).
+            Some(r) => {
+                let split = p
+                    .tags
+                    .iter()
+                    .find(|(k, _)| *k > &b"db"[..])
+                    .and_then(|(k, _)| span_in(body, k))
+                    .map_or(r.start + r.len, |k| k.start - 1);
+                let start = batch.arena.len();
+                batch
+                    .arena
+                    .extend_from_slice(&body[r.start as usize..split as usize]);
+                batch.arena.extend_from_slice(b",db=");
+                batch.arena.extend_from_slice(&escaped_db);
+                batch
+                    .arena
+                    .extend_from_slice(&body[split as usize..(r.start + r.len) as usize]);
+                Span {
+                    start: start as u32,
+                    len: (batch.arena.len() - start) as u32,
+                }
             }
-        } else {
-            build_key(&mut batch, order, p, add_db.then_some(&escaped_db[..]))
+            None => build_key(&mut batch, order, p, add_db.then_some(&escaped_db[..])),
         };
         let fields_start = batch.fields.len() as u32;
         for (name, value) in p.fields {
