@@ -48,6 +48,9 @@ pub mod flags {
     pub const NODELAY: u16 = 1 << 7;
     /// Waiting in the reactor's deferred list for a free job slot.
     pub const DEFERRED: u16 = 1 << 9;
+    /// The last request on this connection was large (a write body past the scratch
+    /// buffer): read the next one straight into a large pooled buffer.
+    pub const LARGE_SENDER: u16 = 1 << 10;
     /// epoll reported the peer's FIN (`EPOLLRDHUP`): read on until EOF, because a short
     /// read no longer proves the socket is drained — the FIN may sit behind the data and
     /// no further edge would announce it.

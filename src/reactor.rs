@@ -66,6 +66,8 @@ struct BufPool {
 const LARGE_MIN: usize = 64 * 1024;
 const LARGE_MAX: usize = 1 << 20;
 const LARGE_POOLED: usize = 16;
+/// First buffer for a connection known to send large bodies (a 1000-line write is ~110 KB).
+const LARGE_START: usize = 256 * 1024;
 
 impl BufPool {
     fn give(&mut self, mut v: Vec<u8>) {
@@ -471,8 +473,16 @@ impl Reactor {
             }
             return;
         }
-        if c.input.capacity() == 0 && c.min_len as usize >= LARGE_MIN {
-            c.input = self.buffers.take_for(c.min_len as usize);
+        if c.input.capacity() == 0 {
+            if c.min_len as usize >= LARGE_MIN {
+                c.input = self.buffers.take_for(c.min_len as usize);
+            } else if c.has(flags::LARGE_SENDER) {
+                // Writers that sent one large body send the next: skip the scratch copy.
+                c.input = self.buffers.take_for(LARGE_MIN);
+                if c.input.capacity() == 0 {
+                    c.input = Vec::with_capacity(LARGE_START);
+                }
+            }
         }
         let r = match c.read_some(&mut self.scratch, READ_BUDGET) {
             Ok(r) => r,
@@ -532,6 +542,11 @@ impl Reactor {
         }
         if c.input.is_empty() && c.exchange.is_idle() {
             // Idle: release the buffers so the connection holds none while it waits.
+            if c.input.capacity() >= LARGE_MIN {
+                c.set(flags::LARGE_SENDER);
+            } else {
+                c.clear(flags::LARGE_SENDER);
+            }
             let input = std::mem::take(&mut c.input);
             c.output = Vec::new();
             self.buffers.give(input);
