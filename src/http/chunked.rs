@@ -354,17 +354,7 @@ mod proptests {
 
         #[test]
         fn encoded_bodies_round_trip(body in proptest::collection::vec(any::<u8>(), 0..2000), sizes in proptest::collection::vec(1usize..300, 1..20)) {
-            let mut raw = Vec::new();
-            let mut rest = &body[..];
-            let mut i = 0;
-            while !rest.is_empty() {
-                let n = sizes[i % sizes.len()].min(rest.len());
-                raw.extend_from_slice(format!("{:x}\r\n", n).as_bytes());
-                raw.extend_from_slice(&rest[..n]);
-                raw.extend_from_slice(b"\r\n");
-                rest = &rest[n..];
-                i += 1;
-            }
+            let mut raw = encode_chunks(&body, &sizes);
             raw.extend_from_slice(b"0\r\n\r\n");
             let mut d = ChunkedDecoder::new(0);
             prop_assert!(d.decode(&mut raw, usize::MAX).unwrap());
@@ -393,17 +383,7 @@ mod proptests {
             trailer in "([A-Za-z-]{1,8}: [ -~]{0,20}\r\n){0,3}",
             cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
         ) {
-            let mut raw = Vec::new();
-            let mut rest = &body[..];
-            let mut i = 0;
-            while !rest.is_empty() {
-                let n = sizes[i % sizes.len()].min(rest.len());
-                raw.extend_from_slice(format!("{:x}\r\n", n).as_bytes());
-                raw.extend_from_slice(&rest[..n]);
-                raw.extend_from_slice(b"\r\n");
-                rest = &rest[n..];
-                i += 1;
-            }
+            let mut raw = encode_chunks(&body, &sizes);
             raw.extend_from_slice(b"0\r\n");
             raw.extend_from_slice(trailer.as_bytes());
             raw.extend_from_slice(b"\r\nNEXT");
@@ -420,6 +400,22 @@ mod proptests {
         /// Waiting, with this much decoded.
         Incomplete(usize),
         Failed(ChunkError),
+    }
+
+    /// `body` chunk-encoded with chunk sizes taken in turn from `sizes` (no last chunk).
+    fn encode_chunks(body: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        let mut rest = body;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = sizes[i % sizes.len()].min(rest.len());
+            raw.extend_from_slice(format!("{:x}\r\n", n).as_bytes());
+            raw.extend_from_slice(&rest[..n]);
+            raw.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+            i += 1;
+        }
+        raw
     }
 
     /// Feeds `reads` one after another to one decoder.
