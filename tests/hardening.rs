@@ -530,22 +530,8 @@ fn b64(s: &str) -> String {
 #[test]
 fn auth_accepted_and_refused_in_each_form_and_never_logged() {
     let s = Server::start_with_env(&["--auth-token", TOKEN], &[("RUST_LOG", "trace")]);
-    let accepted: Vec<(String, String)> = vec![
-        (
-            "/write".into(),
-            format!("Authorization: Token {}\r\n", TOKEN),
-        ),
-        (
-            "/write".into(),
-            format!("Authorization: Bearer {}\r\n", TOKEN),
-        ),
-        (
-            "/write".into(),
-            format!(
-                "Authorization: Basic {}\r\n",
-                b64(&format!("anyuser:{}", TOKEN))
-            ),
-        ),
+    let mut accepted = header_forms(TOKEN, "anyuser");
+    accepted.extend([
         (
             "/write".into(),
             format!("Authorization: Basic {}\r\n", b64(&format!(":{}", TOKEN))),
@@ -555,7 +541,7 @@ fn auth_accepted_and_refused_in_each_form_and_never_logged() {
             "/api/v2/write?bucket=b".into(),
             format!("Authorization: Token {}\r\n", TOKEN),
         ),
-    ];
+    ]);
     for (i, (path, header)) in accepted.iter().enumerate() {
         let body = format!("authok,form={} v=1", i);
         let r = post(s.addr, path, body.as_bytes(), header);
@@ -680,7 +666,21 @@ fn auth_token_with_special_characters_in_every_form() {
     let token = "a+b/c=d:e%f&g?h#i";
     let s = Server::start(&["--auth-token", token]);
     let encoded: String = form_urlencoded_byte_serialize(token);
-    let forms = [
+    let mut forms = header_forms(token, "user");
+    forms.push((format!("/write?u=user&p={}", encoded), String::new()));
+    for (path, header) in &forms {
+        let r = post(s.addr, path, b"special v=1", header);
+        assert_eq!(r.status, 204, "{} {:?}: {}", path, header, r.text());
+    }
+    // The raw (unencoded) token in the query does not decode to the token.
+    let r = post(s.addr, &format!("/write?p={}", token), b"special v=1", "");
+    assert_eq!(r.status, 401);
+    assert!(!s.log_text().contains(token));
+}
+
+/// `/write` with the token in each header form: Token, Bearer, and Basic as `user:token`.
+fn header_forms(token: &str, user: &str) -> Vec<(String, String)> {
+    vec![
         (
             "/write".to_string(),
             format!("Authorization: Token {}\r\n", token),
@@ -693,19 +693,10 @@ fn auth_token_with_special_characters_in_every_form() {
             "/write".to_string(),
             format!(
                 "Authorization: Basic {}\r\n",
-                b64(&format!("user:{}", token))
+                b64(&format!("{}:{}", user, token))
             ),
         ),
-        (format!("/write?u=user&p={}", encoded), String::new()),
-    ];
-    for (path, header) in &forms {
-        let r = post(s.addr, path, b"special v=1", header);
-        assert_eq!(r.status, 204, "{} {:?}: {}", path, header, r.text());
-    }
-    // The raw (unencoded) token in the query does not decode to the token.
-    let r = post(s.addr, &format!("/write?p={}", token), b"special v=1", "");
-    assert_eq!(r.status, 401);
-    assert!(!s.log_text().contains(token));
+    ]
 }
 
 /// Percent-encodes every byte outside unreserved characters (what clients send for `p=`).
