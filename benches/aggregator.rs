@@ -4,10 +4,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use metricstream::exposition::{OwnFamily, OwnKind, render_metrics};
-use metricstream::pipeline::aggregator::SeriesStore;
-use metricstream::pipeline::batch::{Batch, FieldRec, PointRec, Value};
-use metricstream::series_query::{SeriesFilter, render_series};
+use metricstream::ingest::aggregator::SeriesStore;
+use metricstream::ingest::batch::{Batch, FieldRec, PointRec, Value};
+use metricstream::read::exposition::{OwnFamily, OwnKind, render_metrics};
+use metricstream::read::series::{SeriesFilter, render_series};
 
 const REGIONS: [&str; 4] = ["us-east", "us-west", "eu-central", "ap-south"];
 const BATCH_POINTS: usize = 1000;

@@ -5,10 +5,11 @@ use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use metricstream::app::App;
+use metricstream::app::Local;
 use metricstream::config::Config;
-use metricstream::exchange::{self, Exchange, Local};
+use metricstream::http::exchange::{self, Exchange};
 use metricstream::http::{ChunkedDecoder, parse_head};
-use metricstream::routes::App;
 
 const PING: &[u8] = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n";
 const WRITE_HEAD: &[u8] = b"POST /write?db=telegraf&precision=ns HTTP/1.1\r\nHost: metrics.example:8086\r\nUser-Agent: Telegraf/1.28.5 Go/1.21.4\r\nContent-Length: 109000\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Encoding: identity\r\nAuthorization: Token 0123456789abcdef\r\nAccept-Encoding: gzip\r\n\r\n";

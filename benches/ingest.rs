@@ -4,8 +4,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use metricstream::line_protocol::{Parser, Precision};
-use metricstream::pipeline::ingest::{self, IngestScratch, WriteParams};
+use metricstream::ingest::line_protocol::{Parser, Precision};
+use metricstream::ingest::write::{self, IngestScratch, WriteParams};
 
 fn cpu_body() -> Vec<u8> {
     let regions = ["us-east", "us-west", "eu-central", "ap-south"];
@@ -51,7 +51,7 @@ fn ingest_step(c: &mut Criterion) {
         };
         g.bench_function(name, |b| {
             b.iter(|| {
-                ingest::batch_for_bench(&mut scratch, black_box(&body), &params).map(|b| b.len())
+                write::batch_for_bench(&mut scratch, black_box(&body), &params).map(|b| b.len())
             })
         });
     }

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use metricstream::line_protocol::{OwnedFieldValue, Parser, Precision, write_line};
+use metricstream::ingest::line_protocol::{OwnedFieldValue, Parser, Precision, write_line};
 
 const LINES: usize = 1000;
 const BASE_TS: i64 = 1_700_000_000_000_000_000;

@@ -22,24 +22,20 @@
 //! connection on one thread with blocking sockets around the same `exchange.rs`);
 //! `stats.rs` holds the counters behind `/stats`.
 
+pub mod app;
 pub mod auth;
 pub mod config;
-pub mod connection;
-pub mod exchange;
-pub mod exposition;
 pub mod http;
+pub mod ingest;
 pub mod io_model;
-pub mod line_protocol;
-pub mod listener;
 pub mod log_limit;
-pub mod pipeline;
-pub mod reactor;
+pub mod net;
+pub mod read;
 pub mod routes;
-pub mod series_query;
 pub mod server;
 pub mod stats;
-pub mod timer;
-pub mod worker_pool;
+pub mod sys;
+pub mod tuning;
 
 pub use config::{Config, IoModel, Startup};
 pub use server::run;

@@ -11,7 +11,7 @@ use metricstream::{Config, Startup};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    metricstream::listener::disable_transparent_huge_pages();
+    metricstream::sys::disable_transparent_huge_pages();
     let config = match Config::from_env_and_args() {
         Ok(Startup::Run(config)) => config,
         Ok(Startup::Print(text)) => {

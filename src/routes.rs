@@ -5,49 +5,12 @@
 //! complete request. Handlers write their body into a reused per-thread buffer and return a
 //! [`Reply`] describing status and headers; `exchange` encodes it. Nothing here does I/O.
 
-use std::sync::Arc;
-
 use std::time::UNIX_EPOCH;
 
-use crate::config::Config;
-use crate::exchange::Local;
+use crate::app::{App, Local};
 use crate::http::request::{ContentEncoding, Method, RequestHead};
-use crate::pipeline::Pipeline;
-use crate::pipeline::ingest::{self, WriteError};
-use crate::series_query::SeriesFilter;
-use crate::stats::{ServerInfo, Stats};
-
-/// Everything a request handler can reach: shared, read-mostly, alive for the server's life.
-pub struct App {
-    pub config: Config,
-    pub stats: Arc<Stats>,
-    pub info: ServerInfo,
-    pub pipeline: Arc<Pipeline>,
-}
-
-impl App {
-    /// An app with its own pipeline (queue and aggregator thread) and no listener, for
-    /// driving the engine without sockets: unit tests, benches and fuzzing. The queue holds
-    /// `queue_capacity` points and the store `max_series` series.
-    pub fn standalone(config: Config) -> std::io::Result<App> {
-        let stats = Arc::new(Stats::default());
-        let pipeline =
-            Pipeline::start(config.queue_capacity, config.max_series, Arc::clone(&stats))?;
-        Ok(App {
-            info: ServerInfo {
-                io_model: config.io_model.as_str(),
-                listen_addr: config.listen.to_string(),
-                backlog_configured: config.backlog,
-                backlog_effective: config.backlog,
-                workers: config.workers,
-                listener_fd: None,
-            },
-            config,
-            stats,
-            pipeline,
-        })
-    }
-}
+use crate::ingest::write::WriteError;
+use crate::read::series::SeriesFilter;
 
 /// A complete request as handlers see it.
 pub struct Request<'a> {
@@ -251,13 +214,13 @@ pub fn handle(app: &App, local: &mut Local, route: Route, req: &Request<'_>) -> 
         Route::Metrics => {
             let families = crate::stats::own_families(&app.stats, &app.info, &app.pipeline);
             let store = app.pipeline.store();
-            crate::exposition::render_metrics(&store, &families, out);
+            crate::read::exposition::render_metrics(&store, &families, out);
             Reply::with_body(200, PROMETHEUS)
         }
         Route::Series => match SeriesFilter::from_query(req.head.query) {
             Ok(filter) => {
                 let store = app.pipeline.store();
-                crate::series_query::render_series(&store, &filter, out);
+                crate::read::series::render_series(&store, &filter, out);
                 Reply::with_body(200, JSON)
             }
             Err(message) => error_reply(false, 400, &message, None, out),
@@ -273,12 +236,12 @@ fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
         now,
         ..
     } = local;
-    let result = ingest::parse_params(req.head.query, v2).and_then(|params| {
+    let result = crate::ingest::write::parse_params(req.head.query, v2).and_then(|params| {
         let now_ns = now
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        ingest::write(
+        crate::ingest::write::write(
             &app.pipeline,
             &app.stats,
             scratch,

@@ -10,12 +10,12 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::app::App;
 use crate::config::{Config, IoModel};
+use crate::ingest::Pipeline;
 use crate::io_model;
-use crate::listener;
-use crate::pipeline::Pipeline;
-use crate::reactor::Reactor;
-use crate::routes::App;
+use crate::net::listener;
+use crate::net::reactor::Reactor;
 use crate::stats::{ServerInfo, Stats};
 
 #[derive(Debug)]
@@ -37,7 +37,7 @@ impl std::error::Error for ServerError {}
 
 /// Runs the server until SIGTERM/SIGINT and a graceful shutdown.
 pub fn run(config: Config) -> Result<(), ServerError> {
-    match listener::raise_nofile_limit() {
+    match crate::sys::raise_nofile_limit() {
         Ok(l) if l.soft > l.soft_before => log::info!(
             "raised RLIMIT_NOFILE soft limit from {} to {} (hard {})",
             l.soft_before,
@@ -57,7 +57,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Err(e) => log::warn!("could not raise RLIMIT_NOFILE: {}", e),
     }
 
-    listener::reserve_fd_table(config.max_connections + 256);
+    crate::sys::reserve_fd_table(config.max_connections + 256);
     let nonblocking = config.io_model == IoModel::Reactor;
     let bound = listener::bind(config.listen, config.backlog, nonblocking)
         .map_err(|e| ServerError::Bind(config.listen, e))?;

@@ -150,8 +150,8 @@ pub fn render_json(stats: &Stats, info: &ServerInfo, out: &mut Vec<u8>) {
     }
     let queue_depth = info
         .listener_fd
-        .and_then(crate::listener::accept_queue_depth);
-    let netstat = crate::listener::listen_counters();
+        .and_then(crate::net::listener::accept_queue_depth);
+    let netstat = crate::net::listener::listen_counters();
     let v = json!({
         "uptime_seconds": stats.started.elapsed().as_secs_f64(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -187,7 +187,7 @@ pub fn render_json(stats: &Stats, info: &ServerInfo, out: &mut Vec<u8>) {
         "timeouts_body": l(&io.timeouts_body),
         "timeouts_idle": l(&io.timeouts_idle),
         "timeouts_write": l(&io.timeouts_write),
-        "process_rss_bytes": crate::listener::rss_bytes(),
+        "process_rss_bytes": crate::sys::rss_bytes(),
     });
     // serde_json never fails writing a Value into a Vec.
     let _ = serde_json::to_writer(&mut *out, &v);
@@ -197,9 +197,9 @@ pub fn render_json(stats: &Stats, info: &ServerInfo, out: &mut Vec<u8>) {
 pub fn own_families(
     stats: &Stats,
     info: &ServerInfo,
-    pipeline: &crate::pipeline::Pipeline,
-) -> Vec<crate::exposition::OwnFamily<'static>> {
-    use crate::exposition::{OwnFamily, OwnKind};
+    pipeline: &crate::ingest::Pipeline,
+) -> Vec<crate::read::exposition::OwnFamily<'static>> {
+    use crate::read::exposition::{OwnFamily, OwnKind};
     let io = &stats.io;
     let rq = &stats.requests;
     let pl = &stats.pipeline;
@@ -377,7 +377,7 @@ pub fn own_families(
     ];
     if let Some(depth) = info
         .listener_fd
-        .and_then(crate::listener::accept_queue_depth)
+        .and_then(crate::net::listener::accept_queue_depth)
     {
         f.push(one(
             "metricstream_accept_queue_depth",

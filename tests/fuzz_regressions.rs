@@ -4,10 +4,10 @@
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
+use metricstream::app::App;
 use metricstream::config::Config;
-use metricstream::exchange::replay;
 use metricstream::http::ChunkedDecoder;
-use metricstream::routes::App;
+use metricstream::http::exchange::replay;
 
 /// The app the `http_framing` target builds: the engine unit tests' limits.
 fn app() -> &'static App {

@@ -14,9 +14,9 @@
 use std::io::ErrorKind;
 use std::process::{Command, Stdio};
 
-use metricstream::exposition::{OwnFamily, OwnKind, render_metrics};
-use metricstream::pipeline::aggregator::SeriesStore;
-use metricstream::pipeline::batch::{Batch, FieldRec, PointRec, Value};
+use metricstream::ingest::aggregator::SeriesStore;
+use metricstream::ingest::batch::{Batch, FieldRec, PointRec, Value};
+use metricstream::read::exposition::{OwnFamily, OwnKind, render_metrics};
 
 enum V {
     F(f64),

@@ -9,8 +9,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metricstream::line_protocol::{Precision, parse};
-use metricstream::pipeline::ingest::{WriteError, inflate};
+use metricstream::ingest::line_protocol::{Precision, parse};
+use metricstream::ingest::write::{WriteError, inflate};
 
 /// Small, so bombs and near-limit bodies are cheap to reach.
 const LIMIT: usize = 2048;

@@ -24,9 +24,9 @@ use std::time::SystemTime;
 
 use libfuzzer_sys::fuzz_target;
 use metricstream::config::Config;
-use metricstream::exchange::replay;
+use metricstream::http::exchange::replay;
 use metricstream::http::{ChunkError, ChunkedDecoder, parse_head};
-use metricstream::routes::App;
+use metricstream::app::App;
 
 /// The limits the engine's unit tests use: small, so the fuzzer reaches them.
 const MAX_HEADER: usize = 1024;

@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
-use metricstream::line_protocol::{
+use metricstream::ingest::line_protocol::{
     FieldValue, OwnedFieldValue, ParseError, Parser, Point, Precision, parse, unescape_key,
     unescape_measurement, unescape_string, write_line,
 };

@@ -6,6 +6,7 @@
 //! same code serve all three I/O models and be tested with plain byte strings.
 
 pub mod chunked;
+pub mod exchange;
 pub mod request;
 pub mod response;
 

@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::{Accepted, ServeThread, SignalThread, Stop, accept, serve};
+use crate::app::App;
 use crate::log_limit::LogLimiter;
-use crate::routes::App;
 
 /// Runs until a graceful shutdown completes; returns the number of connections cut at the
 /// shutdown deadline.

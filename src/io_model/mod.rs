@@ -32,14 +32,14 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::exchange::{self, Exchange, Local, Phase, Progress};
+use crate::app::App;
+use crate::app::Local;
+use crate::http::exchange::{self, Exchange, Phase, Progress};
 use crate::log_limit::LogLimiter;
-use crate::routes::App;
 use crate::stats::bump;
 
 // The reactor's tuning, shared so the models differ only in their I/O architecture.
-use crate::connection::{DIRECT_READ, LARGE_BODY_START};
-use crate::reactor::{ACCEPT_PAUSE, LINGER, SCRATCH};
+use crate::tuning::{ACCEPT_PAUSE, DIRECT_READ, LARGE_BODY_START, LINGER, SCRATCH};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Slots hold plain data that a panicking holder cannot leave half-written.
@@ -582,7 +582,7 @@ impl Conn<'_> {
             spare = self.input.capacity() - self.input.len();
         }
         let n = if spare >= DIRECT_READ {
-            crate::connection::read_into_spare(self.stream, &mut self.input)?
+            crate::net::connection::read_into_spare(self.stream, &mut self.input)?
         } else {
             let n = (&*self.stream).read(&mut t.scratch)?;
             if n == t.scratch.len() {

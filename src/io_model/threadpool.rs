@@ -25,10 +25,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Accepted, ServeThread, SignalThread, Stop, accept, lock, serve};
-use crate::exchange;
+use crate::app::App;
 use crate::http::ResponseWriter;
+use crate::http::exchange;
 use crate::log_limit::LogLimiter;
-use crate::routes::App;
 use crate::stats::bump;
 
 /// Runs until a graceful shutdown completes; returns the number of connections cut at the

@@ -1,6 +1,6 @@
 //! The ingestion pipeline: validated writes -> bounded queue -> aggregator thread -> series.
 //!
-//! Workers turn request bodies into [`Batch`]es (`ingest.rs`) and offer them to the
+//! Workers turn request bodies into [`Batch`]es (`write.rs`, after `line_protocol` parsed them) and offer them to the
 //! [`Queue`], which takes a whole write or none of it. One aggregator thread applies queued
 //! batches to the [`SeriesStore`] (`aggregator.rs`) under a mutex that `/metrics` and
 //! `/series` take to read. On shutdown the queue is closed and drained completely before
@@ -8,8 +8,9 @@
 
 pub mod aggregator;
 pub mod batch;
-pub mod ingest;
+pub mod line_protocol;
 pub mod queue;
+pub mod write;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,10 +22,7 @@ pub use queue::{Queue, Refused};
 
 use crate::log_limit::SharedLogLimiter;
 use crate::stats::{Stats, bump};
-
-/// Batches applied per store-lock acquisition: enough to amortise the lock, few enough
-/// that a `/metrics` reader waits at most a few milliseconds.
-const APPLY_CHUNK: usize = 16;
+use crate::tuning::APPLY_CHUNK;
 
 pub struct Pipeline {
     queue: Queue,

@@ -10,15 +10,13 @@
 
 use std::time::SystemTime;
 
+use crate::app::{App, Local};
 use crate::http::request::{BodyFraming, HeadError, RequestHead, parse_head};
 use crate::http::response::ResponseWriter;
 use crate::http::{ChunkError, ChunkedDecoder};
-use crate::routes::{self, App, Reply, Request, Route};
+use crate::routes::{self, Reply, Request, Route};
 use crate::stats::bump;
-
-/// Past this much pending output, stop answering pipelined requests until it is written:
-/// a client that sends but never reads cannot make the server buffer without bound.
-pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+use crate::tuning::OUTPUT_HIGH_WATER;
 
 /// Which timeout applies while waiting for more bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,31 +93,6 @@ pub fn replay(app: &App, reads: &[&[u8]], now: SystemTime) -> (Vec<u8>, bool) {
         }
     }
     (output, false)
-}
-
-/// Per-thread scratch: reused buffers so a steady-state request allocates nothing.
-pub struct Local {
-    pub writer: ResponseWriter,
-    pub body: Vec<u8>,
-    pub ingest: crate::pipeline::ingest::IngestScratch,
-    pub now: SystemTime,
-}
-
-impl Local {
-    pub fn new(instance: u32) -> Self {
-        Local {
-            writer: ResponseWriter::new(instance),
-            body: Vec::new(),
-            ingest: Default::default(),
-            now: SystemTime::UNIX_EPOCH,
-        }
-    }
-
-    /// Sets the time used for `Date` headers and default timestamps of this call.
-    pub fn set_time(&mut self, now: SystemTime) {
-        self.now = now;
-        self.writer.set_time(now);
-    }
 }
 
 /// Answers every complete request at the front of `input`; see the module docs.

@@ -16,8 +16,9 @@ use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
 
-use crate::exchange::{Exchange, Phase};
-use crate::timer::{Timed, TimerLink};
+use crate::http::exchange::{Exchange, Phase};
+use crate::net::timer::{Timed, TimerLink};
+use crate::tuning::{DIRECT_READ, LARGE_BODY_START};
 
 /// Where a connection is in its life, for deadlines and shutdown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,12 +248,6 @@ impl Connection {
         Ok((WriteOutcome::Done, total))
     }
 }
-
-/// Spare capacity from which reads go straight into `input` instead of through scratch.
-pub(crate) const DIRECT_READ: usize = 16 * 1024;
-/// Extra room reserved once a read fills the scratch buffer (a large body arriving before
-/// its head has been parsed and its length is known).
-pub(crate) const LARGE_BODY_START: usize = 192 * 1024;
 
 /// `recv(2)` into an initialised slice.
 fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {

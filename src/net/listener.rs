@@ -1,8 +1,8 @@
 //! The listening socket and the kernel facts around it.
 //!
 //! Owns: creating the listener with `socket2` (`SO_REUSEADDR`, IPv4 or IPv6, non-blocking,
-//! `listen(2)` with the configured backlog), the `somaxconn` cap on that backlog, raising
-//! `RLIMIT_NOFILE`, and reading the accept-queue figures `/stats` reports (`TCP_INFO` on the
+//! `listen(2)` with the configured backlog), the `somaxconn` cap on that backlog, and reading
+//! the accept-queue figures `/stats` reports (`TCP_INFO` on the
 //! listener, `ListenOverflows`/`ListenDrops` from `/proc/net/netstat`). It never accepts:
 //! draining the queue is the I/O model's job.
 
@@ -48,68 +48,6 @@ pub fn bind(addr: SocketAddr, backlog: u32, nonblocking: bool) -> io::Result<Bou
 pub fn somaxconn() -> Option<u32> {
     let s = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?;
     s.trim().parse().ok()
-}
-
-/// Soft and hard `RLIMIT_NOFILE` before and after [`raise_nofile_limit`].
-#[derive(Debug, Clone, Copy)]
-pub struct NofileLimits {
-    pub soft_before: u64,
-    pub soft: u64,
-    pub hard: u64,
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit: every connection is a descriptor, and
-/// the default soft limit (often 1024) is far below `--max-connections`.
-pub fn raise_nofile_limit() -> io::Result<NofileLimits> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the rlimit struct we own; the pointer is valid for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let soft_before = lim.rlim_cur;
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct we pass, which lives for the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lim = raised;
-    }
-    Ok(NofileLimits {
-        soft_before,
-        soft: lim.rlim_cur,
-        hard: lim.rlim_max,
-    })
-}
-
-/// Grows this process's descriptor table to hold `n` descriptors now, while it is still
-/// single-threaded. The kernel grows the table by doubling as descriptors are handed out,
-/// and in a multi-threaded process each growth waits for an RCU grace period
-/// (`expand_fdtable` -> `synchronize_rcu`), which stalls the `accept4` that triggered it for
-/// milliseconds — long enough for a burst to overflow a small accept queue. Duplicating a
-/// descriptor onto slot `n - 1` and closing it leaves the table at full size for good.
-pub fn reserve_fd_table(n: usize) {
-    let Ok(limit) = raise_nofile_limit() else {
-        return;
-    };
-    let target = (n as u64).min(limit.soft.saturating_sub(1));
-    if target < 64 {
-        return;
-    }
-    let target = target as libc::c_int;
-    // SAFETY: dup2 of our own stdin (fd 0 or any open fd; on failure nothing happens) onto a
-    // descriptor number nothing uses yet (far above any we have opened), closed right after.
-    unsafe {
-        if libc::fcntl(target, libc::F_GETFD) == -1 && libc::dup2(2, target) == target {
-            libc::close(target);
-        }
-    }
 }
 
 /// The listener's current accept-queue length. On Linux a listening socket's `TCP_INFO`
@@ -180,32 +118,6 @@ pub fn parse_netstat(text: &str) -> Option<ListenCounters> {
         return (found == 2).then_some(out);
     }
     None
-}
-
-/// Opts this process out of transparent huge pages. mimalloc asks for huge pages on its
-/// arenas (`MADV_HUGEPAGE`), which makes resident memory grow in 2 MiB steps: a few hundred
-/// KiB of real use costs 2 MiB of RAM, and memory per idle connection becomes a matter of
-/// which huge page happened to be touched. Small pages keep the footprint what it is.
-#[cfg(target_os = "linux")]
-pub fn disable_transparent_huge_pages() {
-    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and touches no memory of ours.
-    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if rc != 0 {
-        // Old kernels lack the option; nothing depends on it.
-        log::debug!("PR_SET_THP_DISABLE: {}", io::Error::last_os_error());
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn disable_transparent_huge_pages() {}
-
-/// Resident set size of this process in bytes (Linux `/proc/self/statm`).
-pub fn rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).unwrap_or(4096))
 }
 
 #[cfg(test)]

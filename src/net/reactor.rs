@@ -26,34 +26,22 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::connection::{Connection, State, WriteOutcome, flags};
-use crate::exchange::{Phase, Progress};
+use crate::app::App;
 use crate::http::ResponseWriter;
+use crate::http::exchange::{Phase, Progress};
 use crate::log_limit::LogLimiter;
-use crate::routes::App;
+use crate::net::connection::{Connection, State, WriteOutcome, flags};
+use crate::net::timer::TimerWheel;
+use crate::net::worker_pool::{Done, Job, WorkerPool};
 use crate::stats::{Stats, bump};
-use crate::timer::TimerWheel;
-use crate::worker_pool::{Done, Job, WorkerPool};
+use crate::tuning::{
+    ACCEPT_BUDGET, ACCEPT_PAUSE, LARGE_MAX, LARGE_MIN, LARGE_POOLED, LARGE_START, LINGER,
+    MAX_IN_FLIGHT, READ_BUDGET, REJECT_SLACK, SCRATCH, TICK,
+};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
-
-/// Most bytes read from one connection per readiness pass; the rest waits for the next loop
-/// turn so one fast sender cannot starve the others.
-const READ_BUDGET: usize = 256 * 1024;
-/// Most connections accepted per loop turn before serving the rest (the drain resumes on
-/// the next turn without waiting for a new readiness event).
-const ACCEPT_BUDGET: usize = 4096;
-/// How long a refused or finished connection may keep sending before we close it anyway.
-pub(crate) const LINGER: Duration = Duration::from_secs(2);
-/// Pause before accepting again when out of file descriptors.
-pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Connections over `--max-connections` still get a slot for their 503 and linger, up to
-/// this many; beyond it they are closed right after the 503 is attempted.
-const REJECT_SLACK: usize = 1024;
-/// Timer wheel resolution.
-const TICK: Duration = Duration::from_millis(50);
 
 /// Keeps a few large read buffers (request bodies of 64 KiB .. 1 MiB) for reuse, so a
 /// steady stream of big writes does not allocate and fault in fresh memory per request.
@@ -62,12 +50,6 @@ const TICK: Duration = Duration::from_millis(50);
 struct BufPool {
     large: Vec<Vec<u8>>,
 }
-
-const LARGE_MIN: usize = 64 * 1024;
-const LARGE_MAX: usize = 1 << 20;
-const LARGE_POOLED: usize = 16;
-/// First buffer for a connection known to send large bodies (a 1000-line write is ~110 KB).
-const LARGE_START: usize = 256 * 1024;
 
 impl BufPool {
     fn give(&mut self, mut v: Vec<u8>) {
@@ -88,13 +70,6 @@ impl BufPool {
         Vec::new()
     }
 }
-
-/// Most jobs out with the workers at once. Past it, readable connections wait (their bytes
-/// stay in the kernel) until completions free a slot: memory for requests in progress is
-/// bounded however many connections speak at once.
-const MAX_IN_FLIGHT: usize = 256;
-/// Reads of small requests land here before being copied into exact-size vectors.
-pub(crate) const SCRATCH: usize = 64 * 1024;
 
 pub struct Reactor {
     poll: Poll,
@@ -365,7 +340,7 @@ impl Reactor {
     /// An error response the reactor itself sends (408, 503): encoding only, no parsing.
     fn encode_error(&mut self, status: u16, message: &str, out: &mut Vec<u8>, retry_after: bool) {
         self.writer.set_time(SystemTime::now());
-        crate::exchange::write_io_error(
+        crate::http::exchange::write_io_error(
             &self.app,
             &mut self.writer,
             status,

@@ -20,8 +20,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::exchange::{self, Exchange, Local, Progress};
-use crate::routes::App;
+use crate::app::App;
+use crate::app::Local;
+use crate::http::exchange::{self, Exchange, Progress};
 use crate::stats::bump;
 
 /// One connection's bytes on their way to a worker.

@@ -116,7 +116,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::batch::PointRec;
+    use crate::ingest::batch::PointRec;
 
     fn batch(points: usize) -> Batch {
         let mut b = Batch::default();

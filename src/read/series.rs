@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::io::Write;
 
-use crate::pipeline::aggregator::{FieldAgg, GroupView, LastValue, SeriesStore};
+use crate::ingest::aggregator::{FieldAgg, GroupView, LastValue, SeriesStore};
 
 /// Series listed when the query has no `limit`.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -255,7 +255,7 @@ pub fn render_series(store: &SeriesStore, filter: &SeriesFilter, out: &mut Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::aggregator::test_support::{
+    use crate::ingest::aggregator::test_support::{
         TestPoint, V, arbitrary_store, batch, raw_point,
     };
     use proptest::prelude::*;
@@ -455,8 +455,8 @@ mod tests {
     #[test]
     fn lossy_names_non_finite_and_duplicate_tag_keys() {
         let mut s = SeriesStore::new(10);
-        let mut b = crate::pipeline::batch::Batch::default();
-        crate::pipeline::aggregator::test_support::push(
+        let mut b = crate::ingest::batch::Batch::default();
+        crate::ingest::aggregator::test_support::push(
             &mut b,
             "m,k=1,k=2",
             1,

@@ -12,7 +12,7 @@ use std::io::Read;
 
 use super::batch::{Batch, FieldRec, PointRec, Span, Value};
 use super::{Pipeline, Refused};
-use crate::line_protocol::{self, FieldValue, Parser, Precision};
+use crate::ingest::line_protocol::{self, FieldValue, Parser, Precision};
 use crate::stats::{Stats, bump};
 
 /// Per-worker scratch, reused across requests.

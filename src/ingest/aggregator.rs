@@ -14,7 +14,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::pipeline::batch::{Batch, FieldRec, Value};
+use crate::ingest::batch::{Batch, FieldRec, Value};
 
 /// Bytes a backslash escapes inside a measurement name.
 const MEASUREMENT_ESCAPES: &[u8] = b", ";
@@ -175,7 +175,7 @@ struct Group {
 }
 
 /// An unescaped `(tag key, tag value)` pair.
-pub type Tag<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+pub use crate::read::names::Tag;
 
 /// One series group as the renderers see it.
 pub struct GroupView<'a> {
@@ -231,7 +231,7 @@ impl SeriesStore {
                 None if *limits.series_count >= limits.max_series => true,
                 None => {
                     let (_, tags) = parse_key(key);
-                    let dropped_labels = crate::exposition::resolve_labels(&tags)
+                    let dropped_labels = crate::read::names::resolve_labels(&tags)
                         .1
                         .min(u32::MAX as usize) as u32;
                     let mut group = Group {
@@ -439,7 +439,7 @@ fn sort_tags(tags: &mut [Tag<'_>]) {
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    use crate::pipeline::batch::{Batch, FieldRec, PointRec, Value};
+    use crate::ingest::batch::{Batch, FieldRec, PointRec, Value};
     use proptest::prelude::*;
 
     /// A field value for building test batches.
@@ -545,8 +545,8 @@ pub(crate) mod test_support {
     pub fn arbitrary_store(
         points: &[RawPoint],
         max_series: usize,
-    ) -> crate::pipeline::aggregator::SeriesStore {
-        let mut s = crate::pipeline::aggregator::SeriesStore::new(max_series);
+    ) -> crate::ingest::aggregator::SeriesStore {
+        let mut s = crate::ingest::aggregator::SeriesStore::new(max_series);
         let mut b = Batch::default();
         for (m, tags, ts, fields) in points {
             let mut key = m.clone();

@@ -1,0 +1,77 @@
+//! Every tuning constant of the server, each with the reason for its value.
+//!
+//! These are the numbers that trade memory against throughput, fairness against latency,
+//! and that a benchmark might lead someone to change; the limits a user sets are flags
+//! (`config.rs`), and protocol limits (header counts, chunk-size lines) stay beside the
+//! parser that enforces them.
+
+use std::time::Duration;
+
+// ----- the reactor (net/reactor.rs) ---------------------------------------------------
+
+/// Most bytes read from one connection per readiness pass; the rest waits for the next loop
+/// turn so one fast sender cannot starve the others.
+pub const READ_BUDGET: usize = 256 * 1024;
+
+/// Most connections accepted per loop turn before serving the rest (the drain resumes on
+/// the next turn without waiting for a new readiness event).
+pub const ACCEPT_BUDGET: usize = 4096;
+
+/// How long a refused or finished connection may keep sending before we close it anyway.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Pause before accepting again when out of file descriptors.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Connections over `--max-connections` still get a slot for their 503 and linger, up to
+/// this many; beyond it they are closed right after the 503 is attempted.
+pub const REJECT_SLACK: usize = 1024;
+
+/// Timer wheel resolution.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// Read buffers of request bodies from this size up are "large": the reactor keeps a few
+/// for reuse, so a steady stream of big writes does not allocate and fault in fresh memory
+/// per request (smaller ones are exact-size and cheap, and pooling them would make the
+/// pool grow with the number of connections). A connection whose last request needed one
+/// reads its next request straight into one.
+pub const LARGE_MIN: usize = 64 * 1024;
+
+/// Largest buffer the pool keeps: bigger bodies are rare and would pin memory.
+pub const LARGE_MAX: usize = 1 << 20;
+
+/// Large buffers kept for reuse: about one per worker job in flight on a busy write load,
+/// at most 16 MiB held.
+pub const LARGE_POOLED: usize = 16;
+
+/// First buffer for a connection known to send large bodies (a 1000-line write is ~110 KB).
+pub const LARGE_START: usize = 256 * 1024;
+
+/// Most jobs out with the workers at once. Past it, readable connections wait (their bytes
+/// stay in the kernel) until completions free a slot: memory for requests in progress is
+/// bounded however many connections speak at once.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Reads of small requests land here before being copied into exact-size vectors.
+pub const SCRATCH: usize = 64 * 1024;
+
+// ----- reading into connection buffers (net/connection.rs) --------------------------------
+
+/// Spare capacity from which reads go straight into `input` instead of through scratch.
+pub const DIRECT_READ: usize = 16 * 1024;
+
+/// Extra room reserved once a read fills the scratch buffer (a large body arriving before
+/// its head has been parsed and its length is known).
+pub const LARGE_BODY_START: usize = 192 * 1024;
+
+// ----- the HTTP exchange (http/exchange.rs) ----------------------------------------------
+
+/// Past this much pending output, stop answering pipelined requests until it is written:
+/// a client that sends but never reads cannot make the server buffer without bound.
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+// ----- the aggregator (ingest/mod.rs) ----------------------------------------------------
+
+/// Batches applied per store-lock acquisition: enough to amortise the lock, few enough
+/// that a `/metrics` reader waits at most a few milliseconds.
+pub const APPLY_CHUNK: usize = 16;
