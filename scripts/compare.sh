@@ -6,5 +6,7 @@
 #   scripts/compare.sh --out /tmp/full-run      # the full plan
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bins
-exec target/release/metricstream-bench compare "$@"
+# Both crates of the workspace: the server and the load generator (bench/), which finds the
+# server binary next to its own.
+cargo build --release --workspace --bins
+exec "${CARGO_TARGET_DIR:-target}/release/metricstream-bench" compare "$@"

@@ -62,6 +62,7 @@ fn out_of_descriptors_pauses_accepts_without_spinning_and_recovers() {
         );
         worst = worst.max(t.elapsed());
         asked += 1;
+        // Pacing: the established client asks about 20 times a second.
         std::thread::sleep(Duration::from_millis(50));
     }
     let window = t0.elapsed();

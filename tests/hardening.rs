@@ -946,7 +946,12 @@ fn client_reset_is_cleaned_up_and_logged_at_debug_only() {
         batch.extend_from_slice(b"GET /stats HTTP/1.1\r\n\r\n");
     }
     st.write_all(&batch).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // The server is writing answers once the first bytes of one reach us.
+    st.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(
+        matches!(st.peek(&mut [0u8; 1]), Ok(1)),
+        "no answer to the pipelined /stats"
+    );
     reset(st);
     // Reset right after connecting.
     for _ in 0..20 {

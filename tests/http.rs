@@ -144,6 +144,7 @@ fn split_requests_at_every_byte_boundary() {
     c.stream.set_nodelay(true).unwrap();
     for cut in [1, 5, 17, 40, req.len() - 22, req.len() - 1] {
         c.send(&req[..cut]);
+        // Pacing, not waiting: the two parts arrive as separate reads.
         std::thread::sleep(Duration::from_millis(5));
         c.send(&req[cut..]);
         let r = c.response();
@@ -192,6 +193,7 @@ fn chunked_bodies() {
     let mut c = Reader::new(s.connect());
     c.send(b"POST /query HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n");
     c.send(b"5\r\nq=CRE\r\n");
+    // Pacing, not waiting: the chunks arrive in separate reads.
     std::thread::sleep(Duration::from_millis(20));
     c.send(b"E;ext=1\r\nATE+DATABASE+d\r\n");
     c.send(b"2\r\nb1\r\n0\r\nTrailer: x\r\n\r\n");
@@ -439,7 +441,7 @@ fn sigterm_finishes_a_request_in_flight() {
     let mut c = Reader::new(s.connect());
     // Head sent, body not yet: the request is in progress when the signal arrives.
     c.send(b"POST /query HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\nq=CREATE");
-    std::thread::sleep(Duration::from_millis(100));
+    assert!(s.wait_read_all_of(&c.stream, Duration::from_secs(5)));
     signal(s.pid(), libc::SIGTERM);
     assert!(s.wait_for_log("shutting down", Duration::from_secs(5)));
     c.send(b"+DATABASE+x");

@@ -76,6 +76,7 @@ fn keep_alive_and_pipelining_answer_in_order(model: &str) {
     }
     // A request split across writes is still one request.
     c.send(b"GET /hea");
+    // Pacing, not waiting: a client that pauses mid-head, so the halves arrive apart.
     std::thread::sleep(Duration::from_millis(50));
     c.send(b"lth HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     let r = c.response();
@@ -147,7 +148,7 @@ fn sigterm_finishes_a_request_in_flight(model: &str) {
     let mut c = Reader::new(s.connect());
     // Head sent, body not yet: the request is in progress when the signal arrives.
     c.send(b"POST /query HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\nq=CREATE");
-    std::thread::sleep(Duration::from_millis(100));
+    assert!(s.wait_read_all_of(&c.stream, Duration::from_secs(5)));
     signal(s.pid(), libc::SIGTERM);
     assert!(s.wait_for_log("shutting down", Duration::from_secs(5)));
     c.send(b"+DATABASE+x");
@@ -161,7 +162,8 @@ fn shutdown_timeout_cuts_a_stalled_request(model: &str) {
     let mut s = start(model, &["--shutdown-timeout", "1"]);
     let mut c = Reader::new(s.connect());
     c.send(b"POST /query HTTP/1.1\r\nHost: t\r\nContent-Length: 19\r\n\r\nq=CR");
-    std::thread::sleep(Duration::from_millis(100));
+    // The stall must be inside the server when the signal arrives.
+    assert!(s.wait_read_all_of(&c.stream, Duration::from_secs(5)));
     let code = s.terminate(Duration::from_secs(8));
     assert_eq!(code, Some(0), "log: {}", s.log_text());
     assert!(c.closed_within(Duration::from_secs(2)));

@@ -202,6 +202,7 @@ fn peak_rss_during<T>(s: &Server, work: impl FnOnce() -> T) -> (T, u64) {
                     .and_then(|p| p.parse().ok())
                     .unwrap_or(0);
                 peak.fetch_max(pages * 4096, Ordering::Relaxed);
+                // Sampling interval of the RSS peak.
                 std::thread::sleep(Duration::from_millis(20));
             }
         })

@@ -81,6 +81,7 @@ fn drive(addr: SocketAddr, clients: std::ops::Range<usize>, counts: Arc<Counts>)
             *sent = std::io::Write::write_all(&mut c.stream, &raw[..cut]).is_ok();
             rest.push(raw[cut..].to_vec());
         }
+        // Pacing, not waiting: the writes stay half-received for a moment.
         std::thread::sleep(Duration::from_millis(5));
         for ((_, slot, _, sent), rest) in conns.iter_mut().zip(&rest) {
             if let Some(c) = slot {

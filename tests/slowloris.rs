@@ -93,6 +93,7 @@ fn slowloris_does_not_starve_normal_clients() {
                     };
                     latencies.push(t.elapsed());
                     assert_eq!(status, 204, "bystander {}", i);
+                    // Pacing: a bystander asks about 50 times a second.
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 latencies
@@ -117,6 +118,7 @@ fn slowloris_does_not_starve_normal_clients() {
                 bytes_sent += 1;
             }
         }
+        // Pacing: the attack sends one byte a second and looks for answers in between.
         std::thread::sleep(Duration::from_millis(20));
     }
     let attack_lasted = t_attack.elapsed();

@@ -99,14 +99,15 @@ impl Server {
     }
 
     pub fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
+        let mut code = None;
+        wait_until(limit, || match self.child.try_wait() {
+            Ok(Some(status)) => {
+                code = status.code();
+                true
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+            _ => false,
+        });
+        code
     }
 
     pub fn log_text(&self) -> String {
@@ -409,21 +410,24 @@ pub fn run_expecting_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, 
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
+    let mut status = None;
+    let exited = wait_until(Duration::from_secs(10), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    match status {
+        Some(status) if exited => {
             let mut err = String::new();
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            return (status.code(), err);
+            (status.code(), err)
         }
-        if Instant::now() >= deadline {
+        _ => {
             let _ = child.kill();
             let _ = child.wait();
-            return (None, "did not exit within 10 s".into());
+            (None, "did not exit within 10 s".into())
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -565,21 +569,131 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 }
 
 /// The server's descriptor count with no client connection open (baseline for
-/// [`settles_to`]): waits (bounded) until no connection but the /stats probe is active and
-/// the count is stable.
+/// [`settles_to`]): waits (bounded) until no connection but the /stats probe is active, the
+/// server holds no connection socket any more (the probe's own closes after our EOF, the
+/// server lingers until then), and the count is the same twice in a row.
 pub fn quiet_fds(s: &Server) -> usize {
     let mut prev = usize::MAX;
     let mut fds = 0;
     let ok = wait_until(Duration::from_secs(10), || {
         let active = counter(&s.stats(), "connections_active");
-        std::thread::sleep(Duration::from_millis(20));
+        let closed = wait_until(Duration::from_secs(2), || s.connection_sockets() == 0);
         fds = s.fd_count();
-        let stable = active == 1 && fds == prev;
+        let stable = active == 1 && closed && fds == prev;
         prev = fds;
         stable
     });
     assert!(ok, "server did not settle: fds={}", fds);
     fds
+}
+
+/// One row of the kernel's TCP table (`/proc/PID/net/tcp` and `tcp6`).
+#[derive(Debug, Clone)]
+pub struct TcpRow {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Kernel TCP state: 0x01 established, 0x0A listen, ...
+    pub state: u8,
+    /// Bytes sent and not yet acknowledged by the peer.
+    pub tx_queue: u64,
+    /// Bytes received and not yet read by the socket's owner.
+    pub rx_queue: u64,
+    pub inode: u64,
+}
+
+const TCP_LISTEN: u8 = 0x0A;
+
+/// The TCP sockets of `pid`'s network namespace (loopback tests: the server's and ours).
+pub fn tcp_table(pid: i32) -> Vec<TcpRow> {
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(format!("/proc/{}/net/{}", pid, f)).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(parse_tcp_row)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...`
+fn parse_tcp_row(line: &str) -> Option<TcpRow> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (tx, rx) = f.get(4)?.split_once(':')?;
+    Some(TcpRow {
+        local: parse_proc_addr(f.get(1)?)?,
+        remote: parse_proc_addr(f.get(2)?)?,
+        state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+        tx_queue: u64::from_str_radix(tx, 16).ok()?,
+        rx_queue: u64::from_str_radix(rx, 16).ok()?,
+        inode: f.get(9)?.parse().ok()?,
+    })
+}
+
+/// `0100007F:1F90`: the address as 32-bit words printed in host byte order, then the port.
+fn parse_proc_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..ip.len()).step_by(8) {
+        let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+impl Server {
+    /// Inodes of the sockets the server process holds open.
+    pub fn socket_inodes(&self) -> std::collections::HashSet<u64> {
+        fd_targets(self.pid())
+            .iter()
+            .filter_map(|t| {
+                t.split_once("->socket:[")?
+                    .1
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// TCP sockets the server holds that are not listeners: its client connections.
+    pub fn connection_sockets(&self) -> usize {
+        let mine = self.socket_inodes();
+        tcp_table(self.pid())
+            .iter()
+            .filter(|r| r.state != TCP_LISTEN && mine.contains(&r.inode))
+            .count()
+    }
+
+    /// Whether the server has accepted `client` and read every byte sent on it so far
+    /// (nothing unacknowledged on our side, nothing unread on its side): for tests that must
+    /// act only once a partial request is inside the server.
+    pub fn has_read_all_of(&self, client: &TcpStream) -> bool {
+        let Ok(me) = client.local_addr() else {
+            return false;
+        };
+        let mine = self.socket_inodes();
+        let rows = tcp_table(self.pid());
+        let sent = rows
+            .iter()
+            .any(|r| r.local == me && r.remote == self.addr && r.tx_queue == 0);
+        let read = rows
+            .iter()
+            .any(|r| r.remote == me && mine.contains(&r.inode) && r.rx_queue == 0);
+        sent && read
+    }
+
+    /// Waits (bounded) until [`Server::has_read_all_of`] holds.
+    pub fn wait_read_all_of(&self, client: &TcpStream, limit: Duration) -> bool {
+        wait_until(limit, || self.has_read_all_of(client))
+    }
 }
 
 impl Reader {

@@ -5,6 +5,10 @@
 //! its report and choosing the exit status (0 run completed, 1 target
 //! unreachable, 2 bad arguments). `compare` hands over to `compare/`,
 //! which runs this same program once per scenario and server.
+//!
+//! It is its own crate in the workspace and uses nothing of the server: it
+//! talks HTTP to whatever target it is given, so its dependencies (plots,
+//! histograms) never reach the server's build.
 
 mod body;
 mod burst;
