@@ -28,7 +28,7 @@ pub fn run(listener: TcpListener, app: Arc<App>) -> io::Result<usize> {
         app.config.shutdown_timeout,
     ));
     let signals = SignalThread::start(Arc::clone(&stop))?;
-    let mut thread = ServeThread::new(0);
+    let mut thread = ServeThread::new(0, &app);
     let mut warn_fd = LogLimiter::new(Duration::from_secs(10));
     loop {
         match accept(&listener, &app, &stop, &mut warn_fd) {

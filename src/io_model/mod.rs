@@ -4,12 +4,12 @@
 //! Both replace only the reactor's place in the data flow: listener -> *accept, read* ->
 //! `exchange::process` (the same HTTP engine, routes and ingestion as the reactor) ->
 //! *write*. Each connection is served end to end by one thread with a blocking
-//! `std::net::TcpStream`: [`serve`] reads into a `Vec`, calls the engine, writes the answer
-//! fully, and follows the engine's [`Progress`] (read more under the phase's timeout, write
-//! first, or close with an optional linger), with `SO_RCVTIMEO`/`SO_SNDTIMEO` standing in
-//! for the reactor's timer wheel. They count the same `/stats` I/O figures as the reactor
-//! (each `accept` is an accept batch of one), so benchmark numbers line up; any difference
-//! between the models is the I/O architecture alone.
+//! `std::net::TcpStream`: [`serve`] carries out the same connection [`Lifecycle`] as the
+//! reactor (which phase deadline applies, 408 or a quiet close, lingering), mapping its
+//! "arm a deadline at T" onto `SO_RCVTIMEO` for the next read and `SO_SNDTIMEO` for writes
+//! in place of the reactor's timer wheel. They count the same `/stats` I/O figures as the
+//! reactor (each `accept` is an accept batch of one), so benchmark numbers line up; any
+//! difference between the models is the I/O architecture alone.
 //!
 //! [`Stop`] is the graceful shutdown they share: a signal thread ([`SignalThread`]) wakes a
 //! blocked `accept` by shutting the listener's read side, cuts idle keep-alive connections
@@ -22,6 +22,7 @@
 pub mod blocking;
 pub mod threadpool;
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,12 +35,14 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::app::App;
 use crate::app::Local;
-use crate::http::exchange::{self, Exchange, Phase, Progress};
+use crate::http::exchange::{self, Exchange, Progress};
 use crate::log_limit::LogLimiter;
+use crate::net::errors::{interrupted, io_reason, is_fd_exhaustion, timed_out};
+use crate::net::lifecycle::{Actions, Buffered, Ctx, Lifecycle, Next, Refusal, Timeouts};
 use crate::stats::bump;
 
 // The reactor's tuning, shared so the models differ only in their I/O architecture.
-use crate::tuning::{ACCEPT_PAUSE, DIRECT_READ, LARGE_BODY_START, LINGER, SCRATCH};
+use crate::tuning::{ACCEPT_PAUSE, DIRECT_READ, LARGE_BODY_START, LINGER, SCRATCH, TICK};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Slots hold plain data that a panicking holder cannot leave half-written.
@@ -262,7 +265,7 @@ fn watch(mut poll: Poll, mut signals: Signals, stop: &Stop) {
             _ => None,
         };
         if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() == io::ErrorKind::Interrupted {
+            if interrupted(&e) {
                 continue;
             }
             log::error!("signal thread: poll failed: {}; forcing shutdown", e);
@@ -321,7 +324,7 @@ pub fn accept(
         }
         // Shutting the listener down is how a blocked accept is woken.
         Err(_) if stop.stopping() => Accepted::Stopped,
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Accepted::Retry,
+        Err(e) if interrupted(&e) => Accepted::Retry,
         Err(e) if is_fd_exhaustion(&e) => {
             bump(&io.accept_errors, 1);
             if let Some(suppressed) = warn_fd.check(Instant::now()) {
@@ -347,19 +350,14 @@ pub fn accept(
     }
 }
 
-fn is_fd_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
-    )
-}
-
 // ----- serving one connection -------------------------------------------------------------
 
 /// What a serving thread keeps across the connections it serves: the engine's scratch and
 /// the connection buffers, reused from one connection to the next.
 pub struct ServeThread {
     pub local: Local,
+    /// The lifecycle's deadlines, from the configuration.
+    timeouts: Timeouts,
     scratch: Vec<u8>,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -370,9 +368,18 @@ pub struct ServeThread {
 impl ServeThread {
     /// `slot` is this thread's index among the serving threads; its `Request-Id`s are
     /// numbered as instance `slot + 1` (0 is the accept thread's).
-    pub fn new(slot: usize) -> ServeThread {
+    pub fn new(slot: usize, app: &App) -> ServeThread {
+        let cfg = &app.config;
         ServeThread {
             local: Local::new(u32::try_from(slot + 1).unwrap_or(u32::MAX)),
+            timeouts: Timeouts {
+                idle: cfg.idle_timeout,
+                header: cfg.header_timeout,
+                body: cfg.body_timeout,
+                linger: LINGER,
+                // Nothing is in flight while a serving thread waits: never used.
+                recheck: TICK,
+            },
             scratch: vec![0; SCRATCH],
             input: Vec::new(),
             output: Vec::new(),
@@ -386,6 +393,12 @@ impl ServeThread {
 pub fn serve(app: &App, stop: &Stop, t: &mut ServeThread, stream: TcpStream, peer: SocketAddr) {
     let stream = Arc::new(stream);
     let reason = if stop.attach(t.slot, &stream) {
+        let cfg = &app.config;
+        let (life, actions) = Lifecycle::open(&Ctx {
+            now: Instant::now(),
+            timeouts: &t.timeouts,
+            shutdown: stop.deadline.get().copied(),
+        });
         let mut conn = Conn {
             app,
             stop,
@@ -393,20 +406,26 @@ pub fn serve(app: &App, stop: &Stop, t: &mut ServeThread, stream: TcpStream, pee
             input: std::mem::take(&mut t.input),
             output: std::mem::take(&mut t.output),
             ex: Exchange::default(),
-            phase: Phase::Idle,
+            life,
             min_len: 1,
-            head_deadline: None,
+            deadline: None,
             read_timeout: None,
-            nodelay: false,
         };
-        let reason = conn.run(t);
+        let reason = match stream.set_write_timeout(Some(cfg.body_timeout)) {
+            // A client that stops reading gets `--body-timeout` per stalled write.
+            Ok(()) => conn.run(actions, t),
+            Err(e) => {
+                log::debug!("set_write_timeout failed: {}", e);
+                Cow::Borrowed("socket option failed")
+            }
+        };
         stop.detach(t.slot);
         t.input = keep_buffer(conn.input);
         t.output = keep_buffer(conn.output);
         reason
     } else {
         stop.count_forced();
-        "shutdown timeout"
+        Cow::Borrowed("shutdown timeout")
     };
     app.stats
         .io
@@ -427,7 +446,11 @@ fn keep_buffer(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-/// One connection being served: its buffers, the engine's state, and which wait applies.
+/// Why a connection closed, for the debug line.
+type CloseReason = Cow<'static, str>;
+
+/// One connection being served: its buffers, the engine's state, its lifecycle and the
+/// deadline the lifecycle armed.
 struct Conn<'a> {
     app: &'a App,
     stop: &'a Stop,
@@ -435,35 +458,67 @@ struct Conn<'a> {
     input: Vec<u8>,
     output: Vec<u8>,
     ex: Exchange,
-    /// What the engine is waiting for; picks the read timeout.
-    phase: Phase,
+    life: Lifecycle,
     /// Call the engine again once the input holds this many bytes.
     min_len: usize,
-    /// `--header-timeout` counted from the first byte of the head, never extended.
-    head_deadline: Option<Instant>,
+    /// The lifecycle's one deadline; a blocking read waits for it through `SO_RCVTIMEO`.
+    deadline: Option<Instant>,
     /// The `SO_RCVTIMEO` in force, so it is only set when it changes (not per request).
     read_timeout: Option<Duration>,
-    nodelay: bool,
 }
 
 impl Conn<'_> {
-    /// Returns why the connection closed.
-    fn run(&mut self, t: &mut ServeThread) -> &'static str {
-        // A client that stops reading gets `--body-timeout` per stalled write.
-        if let Err(e) = self
-            .stream
-            .set_write_timeout(Some(self.app.config.body_timeout))
-        {
-            log::debug!("set_write_timeout failed: {}", e);
-            return "socket option failed";
+    fn ctx<'t>(&self, t: &'t ServeThread) -> Ctx<'t> {
+        Ctx {
+            now: Instant::now(),
+            timeouts: &t.timeouts,
+            shutdown: self.stop.deadline.get().copied(),
         }
+    }
+
+    fn buffered(&self) -> Buffered {
+        Buffered {
+            len: self.input.len(),
+            min_len: self.min_len,
+        }
+    }
+
+    /// Carries out the lifecycle's actions and feeds it the next event, until it closes
+    /// the connection. Returns why.
+    fn run(&mut self, mut actions: Actions, t: &mut ServeThread) -> CloseReason {
         loop {
-            while self.input.is_empty() || self.input.len() < self.min_len {
-                if let Err(reason) = self.read_more(t) {
-                    return reason;
-                }
+            actions = match self.execute(actions, t) {
+                Ok(next) => next,
+                Err(reason) => return reason,
+            };
+        }
+    }
+
+    /// One round: the side effects of `a` in the order [`Actions`] documents, then its
+    /// next step, whose outcome is fed to the lifecycle. `Err` is the close.
+    fn execute(&mut self, a: Actions, t: &mut ServeThread) -> Result<Actions, CloseReason> {
+        if let Some(reason) = a.close {
+            if let Some(timeout) = reason.timeout() {
+                bump(timeout.counter(&self.app.stats.io), 1);
             }
-            loop {
+            return Err(Cow::Borrowed(reason.as_str()));
+        }
+        if a.set_nodelay {
+            let _ = self.stream.set_nodelay(true);
+        }
+        // `watch_writable` needs nothing: a blocking write waits in the kernel, under
+        // `SO_SNDTIMEO`. `release_buffers` neither: the thread reuses its buffers.
+        if a.half_close {
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        if let Some(refusal) = a.respond {
+            self.refuse(refusal, t);
+        }
+        if let Some(deadline) = a.arm {
+            self.deadline = Some(deadline);
+        }
+        match a.next {
+            Next::Dispatch => {
                 t.local.set_time(SystemTime::now());
                 let progress = exchange::process(
                     self.app,
@@ -473,97 +528,84 @@ impl Conn<'_> {
                     &mut self.output,
                     self.stop.stopping(),
                 );
-                if let Err(reason) = self.flush() {
-                    return reason;
+                if let Progress::NeedMore { min_len, .. } = progress {
+                    self.min_len = min_len;
                 }
-                match progress {
-                    Progress::NeedMore { phase, min_len } => {
-                        self.enter(phase);
-                        self.min_len = min_len;
-                        break;
-                    }
-                    Progress::WriteFirst => continue,
-                    Progress::Close { linger: false } => {
-                        return "response complete, connection not reused";
-                    }
-                    Progress::Close { linger: true } => return self.linger(t),
-                }
+                Ok(self.life.on_complete(progress, &self.ctx(t)))
             }
+            Next::Write => match self.flush() {
+                Ok(()) => Ok(self.life.on_written(self.buffered(), &self.ctx(t))),
+                // `SO_SNDTIMEO` expired: the write deadline passed.
+                Err(e) if timed_out(&e) => Ok(self.life.on_deadline(&self.ctx(t))),
+                Err(e) => Err(io_reason(&e)),
+            },
+            // Blocking reads: whether or not bytes may be waiting, a read is how to find out.
+            Next::Read | Next::Wait => self.read_event(t),
         }
     }
 
-    /// The engine is waiting for `phase`: set the deadline it implies.
-    fn enter(&mut self, phase: Phase) {
-        match phase {
-            Phase::Idle => {
-                self.head_deadline = None;
-                if !self.nodelay {
-                    // Reused connection: small responses must not wait for Nagle from
-                    // here on (what nginx and the reactor do on keep-alive).
-                    let _ = self.stream.set_nodelay(true);
-                    self.nodelay = true;
-                }
-            }
-            // Part of the next head came with the last request: its clock starts now.
-            Phase::Head if self.phase != Phase::Head => {
-                self.head_deadline = Some(Instant::now() + self.app.config.header_timeout);
-            }
-            Phase::Head | Phase::Body => {}
+    /// Answers a request that timed out (or a refused connection) without the engine.
+    fn refuse(&mut self, refusal: Refusal, t: &mut ServeThread) {
+        if let Some(timeout) = refusal.timeout() {
+            bump(timeout.counter(&self.app.stats.io), 1);
+            log::debug!("thread={} {}", t.slot, refusal.message());
         }
-        self.phase = phase;
+        self.input.clear();
+        self.ex = Exchange::default();
+        t.local.set_time(SystemTime::now());
+        exchange::write_io_error(
+            self.app,
+            &mut t.local.writer,
+            refusal.status(),
+            refusal.message(),
+            refusal.retry_after(),
+            &mut self.output,
+        );
     }
 
-    /// One read under the current phase's timeout. `Err` carries the close reason (after
-    /// answering a head or body timeout with 408).
-    fn read_more(&mut self, t: &mut ServeThread) -> Result<(), &'static str> {
-        let cfg = &self.app.config;
-        let idle = self.phase == Phase::Idle;
+    /// One blocking read until the lifecycle's deadline, reported to the lifecycle: bytes,
+    /// end-of-file, the deadline, or (when idle) the shutdown.
+    fn read_event(&mut self, t: &mut ServeThread) -> Result<Actions, CloseReason> {
+        let idle = self.life.is_idle();
         if idle && !self.stop.set_idle(t.slot, true) {
-            return self.read_while_stopping(t);
+            return Ok(self.read_while_stopping(t));
         }
-        let timeout = match self.phase {
-            // One read per idle wait (any byte moves on to Head), so the full timeout.
-            Phase::Idle => cfg.idle_timeout,
-            Phase::Head => {
-                let deadline = *self
-                    .head_deadline
-                    .get_or_insert_with(|| Instant::now() + cfg.header_timeout);
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(self.timed_out(t, Phase::Head));
-                }
-                left
-            }
-            // Time between body bytes: a fresh wait per read.
-            Phase::Body => cfg.body_timeout,
-        };
-        if let Err(e) = self.set_read_timeout(timeout) {
+        let now = Instant::now();
+        let deadline = *self.deadline.get_or_insert(now);
+        let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            self.stop.set_idle(t.slot, false);
+            return Ok(self.life.on_deadline(&self.ctx(t)));
+        }
+        if let Err(e) = self.set_read_timeout(left) {
+            self.stop.set_idle(t.slot, false);
             log::debug!("set_read_timeout failed: {}", e);
-            return Err("socket option failed");
+            return Err(Cow::Borrowed("socket option failed"));
         }
-        let r = self.read_once(t);
+        let lingering = self.life.is_lingering();
+        let r = if lingering {
+            (&*self.stream).read(&mut t.scratch)
+        } else {
+            self.read_once(t)
+        };
         if idle {
             self.stop.set_idle(t.slot, false);
         }
         match r {
-            Ok(0) => Err(if self.stop.stopping() && idle {
-                "shutdown"
-            } else if idle {
-                "client closed"
-            } else {
-                "client closed mid-request"
-            }),
-            Ok(_) => {
-                if idle {
-                    // First byte of a request head: the header deadline starts now and is
-                    // not extended by later bytes (that is what stops a slowloris).
-                    self.phase = Phase::Head;
-                    self.head_deadline = Some(Instant::now() + cfg.header_timeout);
+            // Shutting the read side down is how shutdown wakes an idle connection.
+            Ok(0) if idle && self.stop.stopping() => Ok(self.life.on_shutdown()),
+            Ok(n) => {
+                if lingering {
+                    bump(&self.app.stats.io.bytes_read, n as u64);
                 }
-                Ok(())
+                Ok(self.life.on_read(n, n == 0, self.buffered(), &self.ctx(t)))
             }
-            Err(e) if is_timeout(&e) => Err(self.timed_out(t, self.phase)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            // `SO_RCVTIMEO` is rounded up (see `set_read_timeout`): a wake before the
+            // deadline just waits again.
+            Err(e) if timed_out(&e) && Instant::now() < deadline => Ok(Actions::default()),
+            Err(e) if timed_out(&e) => Ok(self.life.on_deadline(&self.ctx(t))),
+            Err(e) if interrupted(&e) => Ok(Actions::default()),
+            Err(_) if lingering => Err(Cow::Borrowed("error while lingering")),
             Err(e) => {
                 log::debug!("thread={} read failed: {}", t.slot, e);
                 Err(io_reason(&e))
@@ -598,131 +640,55 @@ impl Conn<'_> {
 
     /// Idle while shutting down: a request that already arrived (a connection taken from
     /// the queue late) is still answered; otherwise the connection closes without waiting.
-    fn read_while_stopping(&mut self, t: &mut ServeThread) -> Result<(), &'static str> {
-        if self.stream.set_nonblocking(true).is_err() {
-            return Err("shutdown");
-        }
-        let r = self.read_once(t);
+    fn read_while_stopping(&mut self, t: &mut ServeThread) -> Actions {
+        let r = match self.stream.set_nonblocking(true) {
+            Ok(()) => self.read_once(t),
+            Err(e) => Err(e),
+        };
         if self.stream.set_nonblocking(false).is_err() {
-            return Err("shutdown");
+            return self.life.on_shutdown();
         }
         match r {
-            Ok(n) if n > 0 => {
-                self.phase = Phase::Head;
-                self.head_deadline = Some(Instant::now() + self.app.config.header_timeout);
-                Ok(())
-            }
-            _ => Err("shutdown"),
+            Ok(n) if n > 0 => self.life.on_read(n, false, self.buffered(), &self.ctx(t)),
+            _ => self.life.on_shutdown(),
         }
     }
 
-    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+    fn set_read_timeout(&mut self, left: Duration) -> io::Result<()> {
+        // Kept while it ends within one timer tick after the deadline (the reactor's timer
+        // resolution too), so a steady keep-alive client costs no `setsockopt` per request.
         // SO_RCVTIMEO has microsecond resolution and treats zero as "forever".
-        let timeout = timeout.max(Duration::from_millis(1));
-        if self.read_timeout != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
-            self.read_timeout = Some(timeout);
+        if self
+            .read_timeout
+            .is_some_and(|cur| cur >= left && cur <= left + TICK)
+        {
+            return Ok(());
         }
+        let ticks = left.as_nanos().div_ceil(TICK.as_nanos()).max(1);
+        let timeout = TICK * u32::try_from(ticks).unwrap_or(u32::MAX);
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.read_timeout = Some(timeout);
         Ok(())
     }
 
-    /// A read deadline expired: idle closes quietly; a head or body in progress gets 408.
-    fn timed_out(&mut self, t: &mut ServeThread, phase: Phase) -> &'static str {
-        let io = &self.app.stats.io;
-        let message = match phase {
-            Phase::Idle => {
-                bump(&io.timeouts_idle, 1);
-                return "idle timeout";
-            }
-            Phase::Head => {
-                bump(&io.timeouts_header, 1);
-                "timed out waiting for the request head"
-            }
-            Phase::Body => {
-                bump(&io.timeouts_body, 1);
-                "timed out waiting for the request body"
-            }
-        };
-        log::debug!("thread={} {}", t.slot, message);
-        self.input.clear();
-        self.ex = Exchange::default();
-        t.local.set_time(SystemTime::now());
-        exchange::write_io_error(
-            self.app,
-            &mut t.local.writer,
-            408,
-            message,
-            false,
-            &mut self.output,
-        );
-        if let Err(reason) = self.flush() {
-            return reason;
-        }
-        self.linger(t)
-    }
-
-    /// Writes all output, counting progress; the write timeout applies per stalled write.
-    fn flush(&mut self) -> Result<(), &'static str> {
+    /// Writes all output; the write timeout (`SO_SNDTIMEO`) applies per stalled write.
+    fn flush(&mut self) -> io::Result<()> {
         let mut written = 0;
         let result = loop {
             if written == self.output.len() {
                 break Ok(());
             }
             match (&*self.stream).write(&self.output[written..]) {
-                Ok(0) => break Err("connection closed while writing"),
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
                     bump(&self.app.stats.io.bytes_written, n as u64);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) => {
-                    bump(&self.app.stats.io.timeouts_write, 1);
-                    break Err("write timeout (client not reading)");
-                }
-                Err(e) => break Err(io_reason(&e)),
+                Err(e) if interrupted(&e) => {}
+                Err(e) => break Err(e),
             }
         };
         self.output.clear();
         result
-    }
-
-    /// Half-closes and drains what the client still sends, until EOF or [`LINGER`], so it
-    /// reads our final response instead of a reset caused by unread bytes.
-    fn linger(&mut self, t: &mut ServeThread) -> &'static str {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        let mut deadline = Instant::now() + LINGER;
-        if let Some(&d) = self.stop.deadline.get() {
-            deadline = deadline.min(d);
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.set_read_timeout(left).is_err() {
-                return "linger timeout";
-            }
-            match (&*self.stream).read(&mut t.scratch) {
-                Ok(0) => return "closed after final response",
-                Ok(n) => bump(&self.app.stats.io.bytes_read, n as u64),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) => return "linger timeout",
-                Err(_) => return "error while lingering",
-            }
-        }
-    }
-}
-
-/// `SO_RCVTIMEO`/`SO_SNDTIMEO` expiry shows up as `EAGAIN`.
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// A short reason for the close log line; resets are routine, not errors.
-fn io_reason(e: &io::Error) -> &'static str {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset => "connection reset by peer",
-        io::ErrorKind::BrokenPipe => "broken pipe",
-        _ => "I/O error",
     }
 }

@@ -141,7 +141,7 @@ fn discard_available(app: &App, mut stream: &TcpStream) {
 }
 
 fn pool_thread(i: usize, app: &App, stop: &Stop, queue: &ConnQueue) {
-    let mut t = ServeThread::new(i);
+    let mut t = ServeThread::new(i, app);
     while let Some((stream, peer)) = queue.pop(app) {
         bump(&app.stats.requests.worker_jobs, 1);
         // After a forced stop `serve` refuses the connection (and counts it as cut).

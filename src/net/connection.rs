@@ -1,4 +1,4 @@
-//! One client connection as the reactor holds it: socket, buffers, state flags, deadline.
+//! One client connection as the reactor holds it: socket, buffers, lifecycle, deadline.
 //!
 //! Sized for the idle case: a keep-alive connection with nothing in progress holds no
 //! buffer (both `Vec`s are empty and unallocated), no request state (`Exchange` is a null
@@ -7,8 +7,8 @@
 //! vectors of exactly their size, so even a connection with a request in flight holds
 //! only a few hundred bytes.
 //! The methods here are the non-blocking I/O steps (read until the socket is drained,
-//! write until the kernel pushes back); the decisions about what to do next are the
-//! reactor's.
+//! write until the kernel pushes back); the decisions about what to do next are
+//! [`Lifecycle`]'s, and the reactor carries them out.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -16,46 +16,26 @@ use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
 
-use crate::http::exchange::{Exchange, Phase};
+use crate::http::exchange::Exchange;
+use crate::net::errors::{interrupted, would_block};
+use crate::net::lifecycle::{Buffered, Lifecycle};
 use crate::net::timer::{Timed, TimerLink};
 use crate::tuning::{DIRECT_READ, LARGE_BODY_START};
 
-/// Where a connection is in its life, for deadlines and shutdown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Waiting for (part of) a request; the phase says which timeout applies.
-    Reading(Phase),
-    /// Final response written and write side shut: draining what the client still sends
-    /// so it gets to read our answer instead of a reset, until EOF or the linger deadline.
-    Lingering,
-}
-
-pub mod flags {
+/// Bits of [`Connection::io`]: what the reactor knows about the socket and the buffers it
+/// chose. Where the connection is in its life is [`Lifecycle`]'s.
+pub mod io_flags {
     /// The socket may have more bytes to read (edge-triggered: until a read comes up short).
-    pub const READABLE: u16 = 1 << 0;
-    /// The client shut its write side (EOF seen).
-    pub const READ_CLOSED: u16 = 1 << 1;
-    /// A job for this connection is with a worker (its buffers too).
-    pub const IN_FLIGHT: u16 = 1 << 2;
-    /// `WRITABLE` interest is registered because output is waiting for socket space.
-    pub const WANT_WRITE: u16 = 1 << 3;
-    /// Close (cleanly) once the output is written.
-    pub const CLOSE_AFTER_WRITE: u16 = 1 << 4;
-    /// Close after writing, but linger: the client may still be sending.
-    pub const LINGER_AFTER_WRITE: u16 = 1 << 5;
-    /// Complete requests remain in the input: dispatch again as soon as output is written.
-    pub const DISPATCH_AFTER_WRITE: u16 = 1 << 6;
-    /// `TCP_NODELAY` has been set (done once the connection is reused, like nginx).
-    pub const NODELAY: u16 = 1 << 7;
-    /// Waiting in the reactor's deferred list for a free job slot.
-    pub const DEFERRED: u16 = 1 << 9;
-    /// The last request on this connection was large (a write body past the scratch
-    /// buffer): read the next one straight into a large pooled buffer.
-    pub const LARGE_SENDER: u16 = 1 << 10;
+    pub const READABLE: u8 = 1 << 0;
     /// epoll reported the peer's FIN (`EPOLLRDHUP`): read on until EOF, because a short
     /// read no longer proves the socket is drained — the FIN may sit behind the data and
     /// no further edge would announce it.
-    pub const PEER_FIN: u16 = 1 << 8;
+    pub const PEER_FIN: u8 = 1 << 1;
+    /// Waiting in the reactor's deferred list for a free job slot.
+    pub const DEFERRED: u8 = 1 << 2;
+    /// The last request on this connection was large (a write body past the scratch
+    /// buffer): read the next one straight into a large pooled buffer.
+    pub const LARGE_SENDER: u8 = 1 << 3;
 }
 
 pub struct Connection {
@@ -63,8 +43,10 @@ pub struct Connection {
     /// Kept only when debug logging is on (for the close line); boxed so it costs 8 bytes.
     pub peer: Option<Box<SocketAddr>>,
     pub generation: u32,
-    pub flags: u16,
-    pub state: State,
+    /// Where the connection is in its life; every decision about it is made there.
+    pub life: Lifecycle,
+    /// [`io_flags`] bits.
+    pub io: u8,
     pub timer: TimerLink,
     /// Dispatch to a worker once `input.len() >= min_len`.
     pub min_len: u32,
@@ -100,13 +82,18 @@ pub enum WriteOutcome {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, peer: Option<Box<SocketAddr>>, generation: u32) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        peer: Option<Box<SocketAddr>>,
+        generation: u32,
+        life: Lifecycle,
+    ) -> Self {
         Connection {
             stream,
             peer,
             generation,
-            flags: 0,
-            state: State::Reading(Phase::Idle),
+            life,
+            io: 0,
             timer: TimerLink::default(),
             min_len: 1,
             written: 0,
@@ -117,30 +104,31 @@ impl Connection {
     }
 
     #[inline]
-    pub fn has(&self, f: u16) -> bool {
-        self.flags & f != 0
+    pub fn has(&self, f: u8) -> bool {
+        self.io & f != 0
     }
 
     #[inline]
-    pub fn set(&mut self, f: u16) {
-        self.flags |= f;
+    pub fn set(&mut self, f: u8) {
+        self.io |= f;
     }
 
     #[inline]
-    pub fn clear(&mut self, f: u16) {
-        self.flags &= !f;
+    pub fn clear(&mut self, f: u8) {
+        self.io &= !f;
     }
 
     pub fn has_output(&self) -> bool {
         (self.written as usize) < self.output.len()
     }
 
-    /// Nothing in progress: no job out, no bytes buffered either way, no partial request.
-    pub fn is_idle(&self) -> bool {
-        !self.has(flags::IN_FLIGHT)
-            && self.input.is_empty()
-            && !self.has_output()
-            && self.exchange.is_idle()
+    /// What is buffered, for the lifecycle's dispatch decision.
+    #[inline]
+    pub fn buffered(&self) -> Buffered {
+        Buffered {
+            len: self.input.len(),
+            min_len: self.min_len as usize,
+        }
     }
 
     /// Reads until the socket is drained (a short read or `WouldBlock`), EOF, or `budget`
@@ -168,7 +156,7 @@ impl Connection {
             match result {
                 Ok(0) => {
                     out.eof = true;
-                    self.clear(flags::READABLE);
+                    self.clear(io_flags::READABLE);
                     return Ok(out);
                 }
                 Ok(n) => {
@@ -182,11 +170,11 @@ impl Connection {
                         self.input.extend_from_slice(&scratch[..n]);
                     }
                     out.bytes += n;
-                    if n < offered && !self.has(flags::PEER_FIN) {
+                    if n < offered && !self.has(io_flags::PEER_FIN) {
                         // A short read: the socket is drained. Edge-triggered epoll reports
                         // any byte that arrives from now on, so no second read is needed
                         // just to see EAGAIN.
-                        self.clear(flags::READABLE);
+                        self.clear(io_flags::READABLE);
                         return Ok(out);
                     }
                     if out.bytes >= budget {
@@ -194,11 +182,11 @@ impl Connection {
                         return Ok(out);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.clear(flags::READABLE);
+                Err(e) if would_block(&e) => {
+                    self.clear(io_flags::READABLE);
                     return Ok(out);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if interrupted(&e) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -219,8 +207,8 @@ impl Connection {
                         return Ok(out);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if would_block(&e) => return Ok(out),
+                Err(e) if interrupted(&e) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -236,10 +224,8 @@ impl Connection {
                     total += n;
                     self.written += n as u32;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok((WriteOutcome::Blocked, total));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if would_block(&e) => return Ok((WriteOutcome::Blocked, total)),
+                Err(e) if interrupted(&e) => continue,
                 Err(e) => return Err(e),
             }
         }

@@ -7,6 +7,8 @@
 //! `mio::Waker` per batch. Nothing in `http/`, `ingest/` or `read/` depends on this module.
 
 pub mod connection;
+pub mod errors;
+pub mod lifecycle;
 pub mod listener;
 pub mod reactor;
 pub mod timer;

@@ -12,6 +12,11 @@
 //!   the response until the kernel pushes back; only then register `WRITABLE` interest;
 //! * **deadlines** — header, body, idle, write and linger timeouts from the timer wheel.
 //!
+//! What happens to a connection next is never decided here: each event is fed to the
+//! connection's [`Lifecycle`] and the reactor carries out the [`Actions`] it returns
+//! (`execute`). The reactor keeps only the I/O scheduling: edge-triggered readiness and the
+//! per-turn read budget, the job-slot limit, the buffer pool, accept pauses.
+//!
 //! It must never block, sleep or parse: a slow step here stalls every connection. Reading
 //! stops while a connection has a job out or unwritten output, which is the backpressure
 //! that keeps a client that never reads from growing server memory.
@@ -28,9 +33,11 @@ use slab::Slab;
 
 use crate::app::App;
 use crate::http::ResponseWriter;
-use crate::http::exchange::{Phase, Progress};
+use crate::http::exchange::Progress;
 use crate::log_limit::LogLimiter;
-use crate::net::connection::{Connection, State, WriteOutcome, flags};
+use crate::net::connection::{Connection, WriteOutcome, io_flags};
+use crate::net::errors::{interrupted, io_reason, is_fd_exhaustion, would_block};
+use crate::net::lifecycle::{Actions, Buffered, Ctx, Lifecycle, Next, Refusal, Timeouts};
 use crate::net::timer::TimerWheel;
 use crate::net::worker_pool::{Done, Job, WorkerPool};
 use crate::stats::{Stats, bump};
@@ -78,6 +85,7 @@ pub struct Reactor {
     pool: WorkerPool,
     app: Arc<App>,
     timers: TimerWheel,
+    timeouts: Timeouts,
     outbox: Vec<Job>,
     done: Vec<Done>,
     /// Connections that stopped reading on their budget: (key, generation).
@@ -124,6 +132,13 @@ impl Reactor {
             conns: Slab::with_capacity(app.config.max_connections.min(1 << 16)),
             pool,
             timers: TimerWheel::new(TICK, now),
+            timeouts: Timeouts {
+                idle: app.config.idle_timeout,
+                header: app.config.header_timeout,
+                body: app.config.body_timeout,
+                linger: LINGER,
+                recheck: TICK,
+            },
             outbox: Vec::with_capacity(256),
             done: Vec::with_capacity(256),
             ready: Vec::new(),
@@ -160,7 +175,7 @@ impl Reactor {
                 self.pool.unpark();
             }
             if let Err(e) = polled {
-                if e.kind() == io::ErrorKind::Interrupted {
+                if interrupted(&e) {
                     continue;
                 }
                 return Err(e);
@@ -249,8 +264,8 @@ impl Reactor {
                     batch += 1;
                     self.admit(stream, peer, now);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if would_block(&e) => break,
+                Err(e) if interrupted(&e) => continue,
                 Err(e) if is_fd_exhaustion(&e) => {
                     bump(&stats(&self.app).io.accept_errors, 1);
                     // The pending connections stay queued in the kernel; try again shortly
@@ -298,7 +313,7 @@ impl Reactor {
                 // No room even to linger: try the 503 once and close.
                 let mut stream = stream;
                 let mut out = Vec::with_capacity(512);
-                self.encode_error(503, "too many open connections", &mut out, true);
+                self.encode_refusal(Refusal::OverLimit, &mut out);
                 let _ = io::Write::write(&mut stream, &out);
                 log::debug!("closed peer={} reason=over connection limit", peer);
                 return;
@@ -306,10 +321,15 @@ impl Reactor {
         }
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
+        let (life, actions) = if over_limit {
+            Lifecycle::open_over_limit()
+        } else {
+            Lifecycle::open(&self.ctx(now))
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let peer_box = log::log_enabled!(log::Level::Debug).then(|| Box::new(peer));
-        let mut conn = Connection::new(stream, peer_box, generation);
+        let mut conn = Connection::new(stream, peer_box, generation, life);
         if let Err(e) =
             self.poll
                 .registry()
@@ -324,30 +344,124 @@ impl Reactor {
             std::sync::atomic::Ordering::Relaxed,
         );
         log::debug!("accepted token={} peer={}", key, peer);
-        if over_limit {
-            let mut out = Vec::with_capacity(512);
-            self.encode_error(503, "too many open connections", &mut out, true);
-            let c = &mut self.conns[key];
-            c.output = out;
-            c.set(flags::CLOSE_AFTER_WRITE | flags::LINGER_AFTER_WRITE);
-            self.write_conn(key, now);
-        } else {
-            self.timers
-                .arm(&mut self.conns, key, now + self.app.config.idle_timeout);
-        }
+        self.execute(key, actions, now);
     }
 
     /// An error response the reactor itself sends (408, 503): encoding only, no parsing.
-    fn encode_error(&mut self, status: u16, message: &str, out: &mut Vec<u8>, retry_after: bool) {
+    fn encode_refusal(&mut self, refusal: Refusal, out: &mut Vec<u8>) {
         self.writer.set_time(SystemTime::now());
         crate::http::exchange::write_io_error(
             &self.app,
             &mut self.writer,
-            status,
-            message,
-            retry_after,
+            refusal.status(),
+            refusal.message(),
+            refusal.retry_after(),
             out,
         );
+    }
+
+    /// What every lifecycle transition is told besides its own arguments.
+    fn ctx(&self, now: Instant) -> Ctx<'_> {
+        Ctx {
+            now,
+            timeouts: &self.timeouts,
+            shutdown: self.shutdown_deadline,
+        }
+    }
+
+    /// Feeds one event to connection `key`'s lifecycle and carries out the answer.
+    #[inline]
+    fn feed(
+        &mut self,
+        key: usize,
+        now: Instant,
+        transition: impl FnOnce(&mut Lifecycle, Buffered, &Ctx) -> Actions,
+    ) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let ctx = Ctx {
+            now,
+            timeouts: &self.timeouts,
+            shutdown: self.shutdown_deadline,
+        };
+        let input = c.buffered();
+        let actions = transition(&mut c.life, input, &ctx);
+        self.execute(key, actions, now);
+    }
+
+    // ----- carrying out the lifecycle's decisions -----------------------------------------
+
+    /// Carries out what the connection's lifecycle decided, in the order [`Actions`]
+    /// documents. The reactor makes no decision of its own about a connection's life.
+    fn execute(&mut self, key: usize, a: Actions, now: Instant) {
+        if let Some(reason) = a.close {
+            if let Some(t) = reason.timeout() {
+                bump(t.counter(&stats(&self.app).io), 1);
+            }
+            self.close(key, reason.as_str(), now);
+            return;
+        }
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if a.set_nodelay {
+            let _ = c.stream.set_nodelay(true);
+        }
+        if let Some(watch) = a.watch_writable {
+            // WRITABLE interest only while output waits: a writable socket is the normal
+            // case, and each spurious wake would cost a loop turn.
+            let interest = if watch {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, Token(key), interest)
+            {
+                self.close(key, &format!("reregister failed: {}", e), now);
+                return;
+            }
+        }
+        if a.release_buffers {
+            if c.input.capacity() >= LARGE_MIN {
+                c.set(io_flags::LARGE_SENDER);
+            } else {
+                c.clear(io_flags::LARGE_SENDER);
+            }
+            let input = std::mem::take(&mut c.input);
+            c.output = Vec::new();
+            self.buffers.give(input);
+        }
+        if a.half_close {
+            let _ = c.stream.shutdown(Shutdown::Write);
+            // Bytes may already wait unread; no new edge would announce them.
+            c.set(io_flags::READABLE);
+        }
+        if let Some(refusal) = a.respond {
+            if let Some(t) = refusal.timeout() {
+                bump(t.counter(&stats(&self.app).io), 1);
+                log::debug!("token={} {}", key, refusal.message());
+            }
+            let mut out = Vec::with_capacity(512);
+            self.encode_refusal(refusal, &mut out);
+            let c = &mut self.conns[key];
+            c.input.clear();
+            c.exchange = Default::default();
+            c.output = out;
+            c.written = 0;
+        }
+        if let Some(deadline) = a.arm {
+            self.timers.arm(&mut self.conns, key, deadline);
+        }
+        match a.next {
+            Next::Wait => {}
+            Next::Dispatch => self.dispatch(key),
+            Next::Write => self.write_conn(key, now),
+            Next::Read => self.continue_reading(key, now),
+        }
     }
 
     // ----- readiness ------------------------------------------------------------------
@@ -365,12 +479,12 @@ impl Reactor {
             ev.is_error()
         );
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            c.set(flags::READABLE);
+            c.set(io_flags::READABLE);
         }
         if ev.is_read_closed() || ev.is_error() {
-            c.set(flags::PEER_FIN);
+            c.set(io_flags::PEER_FIN);
         }
-        if ev.is_writable() && c.has(flags::WANT_WRITE) {
+        if ev.is_writable() && c.life.is_write_blocked() {
             self.write_conn(key, now);
         }
         self.read_conn(key, now);
@@ -387,7 +501,7 @@ impl Reactor {
                 .get_mut(key)
                 .filter(|c| c.generation == generation)
             {
-                c.clear(flags::DEFERRED);
+                c.clear(io_flags::DEFERRED);
                 self.read_conn(key, now);
             }
         }
@@ -409,41 +523,49 @@ impl Reactor {
         }
     }
 
+    /// The lifecycle wants the input looked at again: read if the socket may hold bytes,
+    /// otherwise report an empty read (what is buffered may be a complete request).
+    fn continue_reading(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.has(io_flags::READABLE) {
+            self.read_conn(key, now);
+        } else {
+            self.feed(key, now, |life, input, ctx| {
+                life.on_read(0, false, input, ctx)
+            });
+        }
+    }
+
     fn read_conn(&mut self, key: usize, now: Instant) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if !c.has(flags::READABLE) {
+        if !c.has(io_flags::READABLE) {
             return;
         }
-        if c.state == State::Lingering {
+        if c.life.is_lingering() {
             match c.discard_input(&mut self.scratch) {
                 Ok(r) => {
                     bump(&stats(&self.app).io.bytes_read, r.bytes as u64);
-                    c.clear(flags::READABLE);
-                    if r.eof {
-                        self.close(key, "closed after final response", now);
-                    }
+                    c.clear(io_flags::READABLE);
+                    self.feed(key, now, |life, _, ctx| {
+                        life.on_read(r.bytes, r.eof, Buffered::default(), ctx)
+                    });
                 }
                 Err(e) => self.close(key, &format!("error while lingering: {}", e), now),
             }
             return;
         }
-        if c.has(flags::IN_FLIGHT) || c.has_output() {
+        if !c.life.wants_request() {
             // Busy: the bytes wait in the kernel (backpressure); READABLE stays set.
-            return;
-        }
-        if c.has(flags::READ_CLOSED) {
-            // EOF was already read; a later readiness event has nothing new to offer. Serve
-            // what is buffered, or close.
-            c.clear(flags::READABLE);
-            self.maybe_dispatch(key, now);
             return;
         }
         if self.in_flight >= MAX_IN_FLIGHT {
             // The workers have enough to do: leave the bytes in the kernel for now.
-            if !c.has(flags::DEFERRED) {
-                c.set(flags::DEFERRED);
+            if !c.has(io_flags::DEFERRED) {
+                c.set(io_flags::DEFERRED);
                 self.deferred.push_back((key, c.generation));
             }
             return;
@@ -451,7 +573,7 @@ impl Reactor {
         if c.input.capacity() == 0 {
             if c.min_len as usize >= LARGE_MIN {
                 c.input = self.buffers.take_for(c.min_len as usize);
-            } else if c.has(flags::LARGE_SENDER) {
+            } else if c.has(io_flags::LARGE_SENDER) {
                 // Writers that sent one large body send the next: skip the scratch copy.
                 c.input = self.buffers.take_for(LARGE_MIN);
                 if c.input.capacity() == 0 {
@@ -473,65 +595,14 @@ impl Reactor {
         if r.budget_hit {
             self.ready.push((key, c.generation));
         }
-        if r.eof {
-            c.set(flags::READ_CLOSED);
-        }
-        if r.bytes > 0 {
-            match c.state {
-                State::Reading(Phase::Idle) => {
-                    // First byte of a request head: the header deadline starts now and is
-                    // not extended by later bytes (that is what stops a slowloris).
-                    c.state = State::Reading(Phase::Head);
-                    self.timers
-                        .arm(&mut self.conns, key, now + self.app.config.header_timeout);
-                }
-                State::Reading(Phase::Body) => {
-                    self.timers
-                        .arm(&mut self.conns, key, now + self.app.config.body_timeout);
-                }
-                _ => {}
-            }
-        }
-        self.maybe_dispatch(key, now);
-    }
-
-    fn maybe_dispatch(&mut self, key: usize, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        if c.has(flags::IN_FLIGHT) || c.has_output() {
-            return;
-        }
-        if !c.input.is_empty() && c.input.len() >= c.min_len as usize {
-            self.dispatch(key);
-            return;
-        }
-        if c.has(flags::READ_CLOSED) {
-            let reason = if c.input.is_empty() && c.exchange.is_idle() {
-                "client closed"
-            } else {
-                "client closed mid-request"
-            };
-            self.close(key, reason, now);
-            return;
-        }
-        if c.input.is_empty() && c.exchange.is_idle() {
-            // Idle: release the buffers so the connection holds none while it waits.
-            if c.input.capacity() >= LARGE_MIN {
-                c.set(flags::LARGE_SENDER);
-            } else {
-                c.clear(flags::LARGE_SENDER);
-            }
-            let input = std::mem::take(&mut c.input);
-            c.output = Vec::new();
-            self.buffers.give(input);
-        }
+        self.feed(key, now, |life, input, ctx| {
+            life.on_read(r.bytes, r.eof, input, ctx)
+        });
     }
 
     fn dispatch(&mut self, key: usize) {
         let closing = self.shutdown_deadline.is_some();
         let c = &mut self.conns[key];
-        c.set(flags::IN_FLIGHT);
         self.in_flight += 1;
         // The worker sizes the output to the response; nothing is allocated for it here.
         let output = std::mem::take(&mut c.output);
@@ -567,159 +638,46 @@ impl Reactor {
         let Some(c) = self
             .conns
             .get_mut(key)
-            .filter(|c| c.generation == d.generation && c.has(flags::IN_FLIGHT))
+            .filter(|c| c.generation == d.generation && c.life.is_in_flight())
         else {
             // The connection closed while its job was out (its slot may be reused).
             self.buffers.give(d.input);
             return;
         };
-        c.clear(flags::IN_FLIGHT);
         c.input = d.input;
         c.output = d.output;
         c.written = 0;
         c.exchange = d.exchange;
-        let cfg = &self.app.config;
-        match d.progress {
-            Progress::NeedMore { phase, min_len } => {
-                c.min_len = u32::try_from(min_len).unwrap_or(u32::MAX);
-                let previous = c.state;
-                c.state = State::Reading(phase);
-                let deadline = match phase {
-                    Phase::Idle => {
-                        if !c.has(flags::NODELAY) {
-                            // The connection is being reused: from now on small responses
-                            // must not wait for Nagle (what nginx does on keep-alive).
-                            let _ = c.stream.set_nodelay(true);
-                            c.set(flags::NODELAY);
-                        }
-                        if self.shutdown_deadline.is_some() {
-                            c.set(flags::CLOSE_AFTER_WRITE);
-                        }
-                        Some(now + cfg.idle_timeout)
-                    }
-                    Phase::Head if previous == State::Reading(Phase::Head) => None,
-                    Phase::Head => Some(now + cfg.header_timeout),
-                    Phase::Body if previous == State::Reading(Phase::Body) => None,
-                    Phase::Body => Some(now + cfg.body_timeout),
-                };
-                if let Some(deadline) = deadline {
-                    self.timers.arm(&mut self.conns, key, deadline);
-                }
-            }
-            Progress::WriteFirst => c.set(flags::DISPATCH_AFTER_WRITE),
-            Progress::Close { linger } => {
-                c.set(flags::CLOSE_AFTER_WRITE);
-                if linger {
-                    c.set(flags::LINGER_AFTER_WRITE);
-                }
-            }
+        if let Progress::NeedMore { min_len, .. } = d.progress {
+            c.min_len = u32::try_from(min_len).unwrap_or(u32::MAX);
         }
-        self.write_conn(key, now);
+        self.feed(key, now, |life, _, ctx| life.on_complete(d.progress, ctx));
     }
 
     // ----- writing --------------------------------------------------------------------
 
+    /// Writes pending output until done or the kernel pushes back, and tells the lifecycle.
     fn write_conn(&mut self, key: usize, now: Instant) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.has_output() {
-            match c.flush() {
-                Ok((outcome, n)) => {
+        let outcome = match c.flush() {
+            Ok((outcome, n)) => {
+                if n > 0 {
                     bump(&stats(&self.app).io.bytes_written, n as u64);
-                    if n > 0 {
-                        log::trace!("token={} wrote {} bytes", key, n);
-                    }
-                    if outcome == WriteOutcome::Blocked {
-                        if !c.has(flags::WANT_WRITE) {
-                            c.set(flags::WANT_WRITE);
-                            if let Err(e) = self.poll.registry().reregister(
-                                &mut c.stream,
-                                Token(key),
-                                Interest::READABLE | Interest::WRITABLE,
-                            ) {
-                                self.close(key, &format!("reregister failed: {}", e), now);
-                                return;
-                            }
-                        }
-                        // A client that stops reading gets `--body-timeout` per stall.
-                        self.timers
-                            .arm(&mut self.conns, key, now + self.app.config.body_timeout);
-                        return;
-                    }
+                    log::trace!("token={} wrote {} bytes", key, n);
                 }
-                Err(e) => {
-                    self.close(key, &io_reason(&e), now);
-                    return;
-                }
+                outcome
             }
-        }
-        let c = &mut self.conns[key];
-        if c.has(flags::WANT_WRITE) {
-            c.clear(flags::WANT_WRITE);
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .reregister(&mut c.stream, Token(key), Interest::READABLE)
-            {
-                self.close(key, &format!("reregister failed: {}", e), now);
+            Err(e) => {
+                self.close(key, &io_reason(&e), now);
                 return;
             }
-            // The write deadline is over; the state's own deadline applies again.
-            let deadline = match c.state {
-                State::Reading(Phase::Idle) => now + self.app.config.idle_timeout,
-                State::Reading(Phase::Head) => now + self.app.config.header_timeout,
-                State::Reading(Phase::Body) => now + self.app.config.body_timeout,
-                State::Lingering => now + LINGER,
-            };
-            self.timers.arm(&mut self.conns, key, deadline);
-        }
-        self.after_output(key, now);
-    }
-
-    /// All output is written: close, dispatch again, or go back to reading.
-    fn after_output(&mut self, key: usize, now: Instant) {
-        let c = &mut self.conns[key];
-        if c.has(flags::CLOSE_AFTER_WRITE) {
-            if c.has(flags::LINGER_AFTER_WRITE) && !c.has(flags::READ_CLOSED) {
-                self.start_linger(key, now);
-            } else {
-                self.close(key, "response complete, connection not reused", now);
-            }
-            return;
-        }
-        if c.has(flags::DISPATCH_AFTER_WRITE) {
-            c.clear(flags::DISPATCH_AFTER_WRITE);
-            self.dispatch(key);
-            return;
-        }
-        if self.shutdown_deadline.is_some() && c.is_idle() {
-            self.close(key, "shutdown", now);
-            return;
-        }
-        if c.has(flags::READABLE) {
-            self.read_conn(key, now);
-        } else {
-            self.maybe_dispatch(key, now);
-        }
-    }
-
-    /// Half-closes and drains: the client reads our final response instead of a reset
-    /// caused by unread bytes, and the slot is freed at EOF or after [`LINGER`].
-    fn start_linger(&mut self, key: usize, now: Instant) {
-        let c = &mut self.conns[key];
-        let _ = c.stream.shutdown(Shutdown::Write);
-        c.state = State::Lingering;
-        let input = std::mem::take(&mut c.input);
-        c.output = Vec::new();
-        c.set(flags::READABLE);
-        self.buffers.give(input);
-        let mut deadline = now + LINGER;
-        if let Some(d) = self.shutdown_deadline {
-            deadline = deadline.min(d);
-        }
-        self.timers.arm(&mut self.conns, key, deadline);
-        self.read_conn(key, now);
+        };
+        self.feed(key, now, |life, input, ctx| match outcome {
+            WriteOutcome::Blocked => life.on_write_blocked(ctx),
+            WriteOutcome::Done => life.on_written(input, ctx),
+        });
     }
 
     fn close(&mut self, key: usize, reason: &str, now: Instant) {
@@ -755,53 +713,10 @@ impl Reactor {
         let mut expired = std::mem::take(&mut self.expired);
         self.timers.expire(&mut self.conns, now, &mut expired);
         for &key in &expired {
-            self.on_deadline(key, now);
+            self.feed(key, now, |life, _, ctx| life.on_deadline(ctx));
         }
         expired.clear();
         self.expired = expired;
-    }
-
-    fn on_deadline(&mut self, key: usize, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        let io = &stats(&self.app).io;
-        if c.has(flags::IN_FLIGHT) {
-            // The worker is about to answer; judge the connection when it has.
-            self.timers.arm(&mut self.conns, key, now + TICK);
-            return;
-        }
-        if c.has_output() {
-            bump(&io.timeouts_write, 1);
-            self.close(key, "write timeout (client not reading)", now);
-            return;
-        }
-        match c.state {
-            State::Lingering => self.close(key, "linger timeout", now),
-            State::Reading(Phase::Idle) => {
-                bump(&io.timeouts_idle, 1);
-                self.close(key, "idle timeout", now);
-            }
-            State::Reading(phase) => {
-                let message = if phase == Phase::Head {
-                    bump(&io.timeouts_header, 1);
-                    "timed out waiting for the request head"
-                } else {
-                    bump(&io.timeouts_body, 1);
-                    "timed out waiting for the request body"
-                };
-                log::debug!("token={} {}", key, message);
-                let mut out = Vec::with_capacity(512);
-                self.encode_error(408, message, &mut out, false);
-                let c = &mut self.conns[key];
-                c.input.clear();
-                c.exchange = Default::default();
-                c.output = out;
-                c.written = 0;
-                c.set(flags::CLOSE_AFTER_WRITE | flags::LINGER_AFTER_WRITE);
-                self.write_conn(key, now);
-            }
-        }
     }
 
     // ----- shutdown -------------------------------------------------------------------
@@ -826,36 +741,20 @@ impl Reactor {
             // Dropping the listener closes it: new connections are refused from here on.
         }
         self.accept_pending = false;
-        let idle: Vec<usize> = self
+        let closing: Vec<(usize, Actions)> = self
             .conns
-            .iter()
-            .filter(|(_, c)| c.is_idle() && c.state != State::Lingering)
-            .map(|(k, _)| k)
+            .iter_mut()
+            .map(|(k, c)| (k, c.life.on_shutdown()))
+            .filter(|(_, a)| a.close.is_some())
             .collect();
         log::info!(
             "shutting down: stopped accepting; closing {} idle connections, finishing {} others (timeout {:?})",
-            idle.len(),
-            self.conns.len() - idle.len(),
+            closing.len(),
+            self.conns.len() - closing.len(),
             self.app.config.shutdown_timeout
         );
-        for key in idle {
-            self.close(key, "shutdown", now);
+        for (key, a) in closing {
+            self.execute(key, a, now);
         }
-    }
-}
-
-fn is_fd_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
-    )
-}
-
-/// A short reason for the close log line; resets are routine, not errors.
-fn io_reason(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset => "connection reset by peer".to_string(),
-        io::ErrorKind::BrokenPipe => "broken pipe".to_string(),
-        _ => format!("I/O error: {}", e),
     }
 }
