@@ -961,9 +961,11 @@ fn client_reset_is_cleaned_up_and_logged_at_debug_only() {
         count("closed token=") >= count("accepted token=")
     }));
     let lines: Vec<String> = s.log.lock().unwrap()[from..].to_vec();
+    // The 431 above is a limit hit, which SPEC has warned about (rate-limited): not a reset.
     let loud: Vec<&String> = lines
         .iter()
         .filter(|l| !matches!(log_level(l), Some("DEBUG") | Some("TRACE")))
+        .filter(|l| !l.contains("limit hit: a request passed --max-header-bytes"))
         .collect();
     assert!(
         loud.is_empty(),

@@ -49,22 +49,39 @@ pub enum Progress {
     Close { linger: bool },
 }
 
-/// Per-connection HTTP state between two calls: a request whose head is parsed but whose
-/// body has not fully arrived (boxed, so an idle connection holds one null pointer), and
-/// how much of the input is already answered when a call stopped at the high-water mark.
+/// Per-connection HTTP state between two calls. Boxed, so an idle connection holds one
+/// null pointer (the connection slab stays small).
 #[derive(Default, Debug)]
 pub struct Exchange {
-    pending: Option<Box<Pending>>,
+    held: Option<Box<Held>>,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// A request whose head is parsed but whose body has not fully arrived.
+    Request(Pending),
     /// Answered bytes left at the front of the input after [`Progress::WriteFirst`]: moving
     /// the rest down on every such stop would cost a deep pipeline a copy of all its
-    /// remaining bytes each time (see [`finish`]).
-    answered: usize,
+    /// remaining bytes each time (see [`finish`]). Never together with a request: a call
+    /// stops at the high-water mark only between requests.
+    Answered(usize),
 }
 
 impl Exchange {
     /// No request half received.
     pub fn is_idle(&self) -> bool {
-        self.pending.is_none()
+        !matches!(self.held.as_deref(), Some(Held::Request(_)))
+    }
+
+    /// Takes the answered prefix left by the last call (0 if none).
+    fn take_answered(&mut self) -> usize {
+        match self.held.as_deref() {
+            Some(&Held::Answered(n)) => {
+                self.held = None;
+                n
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -176,7 +193,7 @@ fn run<S: Service>(
     closing: bool,
     complete: &mut usize,
 ) -> Progress {
-    let mut cursor = std::mem::take(&mut ex.answered).min(input.len());
+    let mut cursor = ex.take_answered().min(input.len());
     let progress = serve(
         svc,
         local,
@@ -198,7 +215,9 @@ fn run<S: Service>(
 fn finish(ex: &mut Exchange, input: &mut Vec<u8>, cursor: usize, progress: Progress) {
     match progress {
         Progress::Close { .. } => input.clear(),
-        Progress::WriteFirst if cursor < input.len() - cursor => ex.answered = cursor,
+        Progress::WriteFirst if cursor < input.len() - cursor => {
+            ex.held = Some(Box::new(Held::Answered(cursor)));
+        }
         Progress::WriteFirst | Progress::NeedMore { .. } => {
             input.drain(..cursor);
         }
@@ -222,7 +241,7 @@ fn serve<S: Service>(
     let limits = svc.limits();
     loop {
         let rest = &mut input[*cursor..];
-        let Some(mut pending) = ex.pending.take() else {
+        let Some(mut held) = ex.held.take() else {
             // A new request starts at rest[0].
             if rest.is_empty() {
                 return Progress::NeedMore {
@@ -240,24 +259,28 @@ fn serve<S: Service>(
                     continue;
                 }
                 Step::Wait(p, progress) => {
-                    ex.pending = p;
+                    ex.held = p;
                     *complete = output.len();
                     return progress;
                 }
                 Step::Stop(progress) => return progress,
                 Step::Resume(p) => {
-                    ex.pending = Some(p);
+                    ex.held = Some(p);
                     *complete = output.len();
                     continue;
                 }
             }
         };
         // A request whose head we already accepted: is its body complete now?
+        let Held::Request(pending) = &mut *held else {
+            // An answered prefix is taken before the loop; nothing to resume.
+            continue;
+        };
         let (body_range, consumed) = match &mut pending.body {
             PendingBody::Length(n) => {
                 let end = pending.head_len + *n;
                 if rest.len() < end {
-                    ex.pending = Some(pending);
+                    ex.held = Some(held);
                     return Progress::NeedMore {
                         phase: Phase::Body,
                         min_len: end,
@@ -269,7 +292,7 @@ fn serve<S: Service>(
                 Ok(true) => (dec.body_range(), dec.consumed()),
                 Ok(false) => {
                     let min_len = rest.len() + 1;
-                    ex.pending = Some(pending);
+                    ex.held = Some(held);
                     return Progress::NeedMore {
                         phase: Phase::Body,
                         min_len,
@@ -317,11 +340,11 @@ enum Step {
     /// A request of this many bytes was answered; look at the next.
     Answered(usize),
     /// Waiting for more bytes (state to keep, progress to report).
-    Wait(Option<Box<Pending>>, Progress),
+    Wait(Option<Box<Held>>, Progress),
     /// Stop with this progress (close).
     Stop(Progress),
     /// Body bytes came with the head: go straight on to decoding them.
-    Resume(Box<Pending>),
+    Resume(Box<Held>),
 }
 
 /// Looks at a new request at the start of `input`.
@@ -400,11 +423,11 @@ fn start_request<S: Service>(
                 svc.count_response(100);
             }
             Step::Wait(
-                Some(Box::new(Pending {
+                Some(Box::new(Held::Request(Pending {
                     head_len,
                     body: PendingBody::Length(n),
                     route,
-                })),
+                }))),
                 Progress::NeedMore {
                     phase: Phase::Body,
                     min_len: end,
@@ -416,11 +439,11 @@ fn start_request<S: Service>(
                 ResponseWriter::write_continue(output);
                 svc.count_response(100);
             }
-            let pending = Box::new(Pending {
+            let pending = Box::new(Held::Request(Pending {
                 head_len,
                 body: PendingBody::Chunked(ChunkedDecoder::new(head_len)),
                 route,
-            });
+            }));
             if input.len() > head_len {
                 // Chunks came with the head: decode them now rather than wait for a read
                 // that may never come.
