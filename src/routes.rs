@@ -1,16 +1,26 @@
 //! Request -> response for every endpoint, shared by all three I/O models.
 //!
-//! [`admit`] decides from the head alone (authentication, path, method, whether a body is
-//! welcome) so a refused request is answered before its body is read; [`handle`] answers a
-//! complete request. Handlers write their body into a reused per-thread buffer and return a
-//! [`Reply`] describing status and headers; `exchange` encodes it. Nothing here does I/O.
+//! [`ROUTES`] is the one table of endpoints: path, methods (and from them the `Allow`
+//! header of a `405`), whether `--auth-token` applies, which methods carry a body, the
+//! error body shape (InfluxDB v1 or v2) and the handler. [`App`] implements the HTTP
+//! engine's [`Service`] from it: `admit` decides from the head alone (authentication, path,
+//! method, whether a body is welcome) so a refused request is answered before its body is
+//! read; `handle` runs the handler of a complete request. Handlers write their body into a
+//! reused per-thread buffer and return a [`Reply`]; the engine encodes it. Nothing here
+//! does I/O.
 
-use std::time::UNIX_EPOCH;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::{App, Local};
-use crate::http::request::{ContentEncoding, Method, RequestHead};
+use crate::http::request::{BodyFraming, ContentEncoding, Method, RequestHead};
+use crate::http::response::ResponseWriter;
+pub use crate::http::service::Reply;
+use crate::http::service::{Limits, RouteId, Service};
 use crate::ingest::write::WriteError;
+use crate::log_limit::SharedLogLimiter;
 use crate::read::series::SeriesFilter;
+use crate::stats::bump;
 
 /// A complete request as handlers see it.
 pub struct Request<'a> {
@@ -19,213 +29,350 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
-/// A response, minus its body (which is in `Local::body`) and the common headers.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub content_type: Option<&'static str>,
-    /// Send `Local::body` with `Content-Length` (ignored for bodiless statuses).
-    pub has_body: bool,
-    pub headers: Vec<(&'static str, Vec<u8>)>,
-    /// Close the connection after this response.
-    pub close: bool,
-}
-
-impl Reply {
-    pub fn empty(status: u16) -> Reply {
-        Reply {
-            status,
-            content_type: None,
-            has_body: false,
-            headers: Vec::new(),
-            close: false,
-        }
-    }
-
-    fn with_body(status: u16, content_type: &'static str) -> Reply {
-        Reply {
-            status,
-            content_type: Some(content_type),
-            has_body: true,
-            headers: Vec::new(),
-            close: false,
-        }
-    }
-}
-
 pub const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The shape of error bodies: InfluxDB 1.x `{"error":..}` or 2.x `{"code":..,"message":..}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    Ping,
-    Health,
-    Stats,
-    Query,
-    Write,
-    WriteV2,
-    Metrics,
-    Series,
+pub enum Shape {
+    V1,
+    V2,
 }
 
-impl Route {
-    fn from_path(path: &str) -> Option<Route> {
-        Some(match path {
-            "/ping" => Route::Ping,
-            "/health" => Route::Health,
-            "/stats" => Route::Stats,
-            "/query" => Route::Query,
-            "/write" => Route::Write,
-            "/api/v2/write" => Route::WriteV2,
-            "/metrics" => Route::Metrics,
-            "/series" => Route::Series,
-            _ => return None,
-        })
-    }
+/// Answers a complete, admitted request; the body goes into `Local::body` (cleared).
+pub type Handler = fn(&App, &mut Local, &Request<'_>) -> Reply;
 
-    fn allow(self) -> &'static str {
-        match self {
-            Route::Ping | Route::Health | Route::Stats | Route::Metrics | Route::Series => {
-                "GET, HEAD"
-            }
-            Route::Query => "GET, POST",
-            Route::Write | Route::WriteV2 => "POST",
+/// One endpoint.
+pub struct Route {
+    pub path: &'static str,
+    /// Methods answered; any other gets `405` with these in `Allow`.
+    pub methods: &'static [Method],
+    /// Needs the `--auth-token` when one is set.
+    pub needs_auth: bool,
+    /// Methods whose body carries data; on the others only a small body is tolerated.
+    pub takes_body: &'static [Method],
+    pub shape: Shape,
+    pub handler: Handler,
+}
+
+const READ: &[Method] = &[Method::Get, Method::Head];
+const POST: &[Method] = &[Method::Post];
+const NONE: &[Method] = &[];
+
+/// Every endpoint. Lookup is a linear scan: a handful of string compares, no hashing.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/ping",
+        methods: READ,
+        needs_auth: false,
+        takes_body: NONE,
+        shape: Shape::V1,
+        handler: ping,
+    },
+    Route {
+        path: "/health",
+        methods: READ,
+        needs_auth: false,
+        takes_body: NONE,
+        shape: Shape::V1,
+        handler: health,
+    },
+    Route {
+        path: "/write",
+        methods: POST,
+        needs_auth: true,
+        takes_body: POST,
+        shape: Shape::V1,
+        handler: write_v1,
+    },
+    Route {
+        path: "/api/v2/write",
+        methods: POST,
+        needs_auth: true,
+        takes_body: POST,
+        shape: Shape::V2,
+        handler: write_v2,
+    },
+    Route {
+        path: "/query",
+        methods: &[Method::Get, Method::Post],
+        needs_auth: true,
+        takes_body: POST,
+        shape: Shape::V1,
+        handler: query,
+    },
+    Route {
+        path: "/metrics",
+        methods: READ,
+        needs_auth: true,
+        takes_body: NONE,
+        shape: Shape::V1,
+        handler: metrics,
+    },
+    Route {
+        path: "/series",
+        methods: READ,
+        needs_auth: true,
+        takes_body: NONE,
+        shape: Shape::V1,
+        handler: series,
+    },
+    Route {
+        path: "/stats",
+        methods: READ,
+        needs_auth: true,
+        takes_body: NONE,
+        shape: Shape::V1,
+        handler: stats,
+    },
+];
+
+/// Endpoints that exist only in debug builds (what the integration tests run), to reach
+/// code paths no valid request should: `GET /debug/panic` panics in its handler.
+#[cfg(debug_assertions)]
+const DEBUG_ROUTES: &[Route] = &[Route {
+    path: "/debug/panic",
+    methods: READ,
+    needs_auth: true,
+    takes_body: NONE,
+    shape: Shape::V1,
+    handler: debug_panic,
+}];
+#[cfg(not(debug_assertions))]
+const DEBUG_ROUTES: &[Route] = &[];
+
+/// Unknown paths under this prefix still get v2-shaped errors: v2 clients parse them.
+const V2_PREFIX: &str = "/api/v2/";
+
+fn routes() -> impl Iterator<Item = &'static Route> {
+    ROUTES.iter().chain(DEBUG_ROUTES)
+}
+
+fn find(path: &str) -> Option<(RouteId, &'static Route)> {
+    routes()
+        .enumerate()
+        .find(|(_, r)| r.path == path)
+        .map(|(i, r)| (RouteId(i as u16), r))
+}
+
+fn route(id: RouteId) -> &'static Route {
+    // Ids come from `find` only; an unknown one would be an engine bug, answered as /ping
+    // would be rather than by a panic.
+    routes().nth(usize::from(id.0)).unwrap_or(&ROUTES[0])
+}
+
+fn shape_for_path(path: &str) -> Shape {
+    match find(path) {
+        Some((_, r)) => r.shape,
+        None if path.starts_with(V2_PREFIX) => Shape::V2,
+        None => Shape::V1,
+    }
+}
+
+/// `GET, HEAD` for the methods of a route.
+fn allow_header(methods: &[Method]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    for (i, m) in methods.iter().enumerate() {
+        if i > 0 {
+            v.extend_from_slice(b", ");
+        }
+        v.extend_from_slice(m.as_str().as_bytes());
+    }
+    v
+}
+
+impl Service for App {
+    type Local = Local;
+    type ErrorShape = Shape;
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_header_bytes: self.config.max_header_bytes,
+            max_body_bytes: self.config.max_body_bytes,
         }
     }
 
-    fn allows(self, m: Method) -> bool {
-        match self {
-            Route::Ping | Route::Health | Route::Stats | Route::Metrics | Route::Series => {
-                matches!(m, Method::Get | Method::Head)
-            }
-            Route::Query => matches!(m, Method::Get | Method::Post),
-            Route::Write | Route::WriteV2 => m == Method::Post,
+    fn new_local(&self, instance: u32, now: SystemTime) -> Local {
+        let mut local = Local::new(instance);
+        local.set_time(now);
+        local
+    }
+
+    fn buffers(local: &mut Local) -> (&mut ResponseWriter, &mut Vec<u8>) {
+        (&mut local.writer, &mut local.body)
+    }
+
+    fn admit(&self, local: &mut Local, head: &RequestHead<'_>) -> Result<RouteId, Reply> {
+        admit(self, head, &mut local.body)
+    }
+
+    fn handle(
+        &self,
+        local: &mut Local,
+        route_id: RouteId,
+        head: &RequestHead<'_>,
+        body: &[u8],
+    ) -> Reply {
+        local.body.clear();
+        (route(route_id).handler)(self, local, &Request { head, body })
+    }
+
+    fn path_error_shape(&self, path: Option<&str>) -> Shape {
+        path.map_or(Shape::V1, shape_for_path)
+    }
+
+    fn route_error_shape(&self, route_id: RouteId) -> Shape {
+        route(route_id).shape
+    }
+
+    fn error(&self, shape: Shape, status: u16, message: &str, body: &mut Vec<u8>) -> Reply {
+        error_reply(shape, status, message, None, body)
+    }
+
+    fn count_request(&self) {
+        bump(&self.stats.requests.requests_total, 1);
+    }
+
+    fn count_response(&self, status: u16) {
+        self.stats.count_response(status);
+        if status == 413 || status == 431 {
+            self.warn_limit_hit(status);
         }
-    }
-
-    /// Endpoints whose request body carries data; the rest tolerate only a small one.
-    fn takes_body(self, m: Method) -> bool {
-        m == Method::Post && matches!(self, Route::Query | Route::Write | Route::WriteV2)
-    }
-
-    /// Endpoints open even when `--auth-token` is set.
-    fn is_open(self) -> bool {
-        matches!(self, Route::Ping | Route::Health)
-    }
-
-    /// Errors in the InfluxDB v2 shape (`{"code","message"}`).
-    pub fn is_v2(self) -> bool {
-        self == Route::WriteV2
     }
 }
 
-pub fn is_v2_path(path: &str) -> bool {
-    path.starts_with("/api/v2/")
+/// A limit hit is worth a warning (a client misconfigured, or probing), but a flood of them
+/// must not become a flood of lines: one per limit per interval, with the count suppressed.
+static WARN_HEADER_LIMIT: LazyLock<SharedLogLimiter> =
+    LazyLock::new(|| SharedLogLimiter::new(Duration::from_secs(10)));
+static WARN_BODY_LIMIT: LazyLock<SharedLogLimiter> =
+    LazyLock::new(|| SharedLogLimiter::new(Duration::from_secs(10)));
+
+impl App {
+    fn warn_limit_hit(&self, status: u16) {
+        let (limiter, flag, limit) = if status == 431 {
+            (
+                &WARN_HEADER_LIMIT,
+                "--max-header-bytes",
+                self.config.max_header_bytes,
+            )
+        } else {
+            (
+                &WARN_BODY_LIMIT,
+                "--max-body-bytes",
+                self.config.max_body_bytes,
+            )
+        };
+        if let Some(suppressed) = limiter.check(Instant::now()) {
+            log::warn!(
+                "limit hit: a request passed {} ({} bytes), answered {}; {} more since the last warning",
+                flag,
+                limit,
+                status,
+                suppressed
+            );
+        }
+    }
 }
 
 /// Decides on a request from its head: `Ok(route)` to go on and read the body, or the reply
 /// that refuses it (its body, if any, written to `body_out`).
-pub fn admit(app: &App, head: &RequestHead<'_>, body_out: &mut Vec<u8>) -> Result<Route, Reply> {
+fn admit(app: &App, head: &RequestHead<'_>, body_out: &mut Vec<u8>) -> Result<RouteId, Reply> {
     body_out.clear();
-    let v2 = is_v2_path(head.path);
-    let route = Route::from_path(head.path);
-    let open = route.is_some_and(Route::is_open);
+    let found = find(head.path);
+    let shape = match found {
+        Some((_, r)) => r.shape,
+        None => shape_for_path(head.path),
+    };
+    let needs_auth = found.is_none_or(|(_, r)| r.needs_auth);
     if let Some(token) = &app.config.auth_token {
-        if !open && !crate::auth::authorized(token, head.authorization, head.query) {
-            let mut reply = error_reply(v2, 401, "authorization failed", None, body_out);
+        if needs_auth && !crate::auth::authorized(token, head.authorization, head.query) {
+            let mut reply = error_reply(shape, 401, "authorization failed", None, body_out);
             reply.headers.push(("WWW-Authenticate", b"Bearer".to_vec()));
             // Nothing past the head is read for an unauthenticated client: if it announced
             // a body, the connection goes (even when the body already arrived with the head).
-            reply.close = head.framing != crate::http::BodyFraming::None;
+            reply.close = head.framing != BodyFraming::None;
             return Err(reply);
         }
     }
-    let Some(route) = route else {
-        return Err(error_reply(v2, 404, "not found", None, body_out));
+    let Some((id, route)) = found else {
+        return Err(error_reply(shape, 404, "not found", None, body_out));
     };
-    if !route.allows(head.method) {
-        let mut reply = error_reply(
-            v2,
-            405,
-            &format!("method {} not allowed", head.method_str),
-            None,
-            body_out,
-        );
-        reply
-            .headers
-            .push(("Allow", route.allow().as_bytes().to_vec()));
+    if !route.methods.contains(&head.method) {
+        let message = format!("method {} not allowed", head.method_str);
+        let mut reply = error_reply(shape, 405, &message, None, body_out);
+        reply.headers.push(("Allow", allow_header(route.methods)));
         return Err(reply);
     }
     if head.expect_unsupported {
-        return Err(error_reply(
-            v2,
-            417,
-            "unsupported Expect value",
-            None,
-            body_out,
-        ));
+        let message = "unsupported Expect value";
+        return Err(error_reply(shape, 417, message, None, body_out));
     }
     let declared = match head.framing {
-        crate::http::BodyFraming::None => 0,
-        crate::http::BodyFraming::Length(n) => n,
-        crate::http::BodyFraming::Chunked => u64::MAX,
+        BodyFraming::None => 0,
+        BodyFraming::Length(n) => n,
+        BodyFraming::Chunked => u64::MAX,
     };
-    if !route.takes_body(head.method) && declared > app.config.max_header_bytes as u64 {
-        let mut reply = error_reply(
-            v2,
-            400,
-            "request body not allowed on this endpoint",
-            None,
-            body_out,
-        );
+    let takes_body = route.takes_body.contains(&head.method);
+    if !takes_body && declared > app.config.max_header_bytes as u64 {
+        let message = "request body not allowed on this endpoint";
+        let mut reply = error_reply(shape, 400, message, None, body_out);
         reply.close = true;
         return Err(reply);
     }
-    if route.takes_body(head.method) && head.content_encoding == ContentEncoding::Unsupported {
-        return Err(error_reply(
-            v2,
-            415,
-            "unsupported Content-Encoding (gzip and identity are supported)",
-            None,
-            body_out,
-        ));
+    if takes_body && head.content_encoding == ContentEncoding::Unsupported {
+        let message = "unsupported Content-Encoding (gzip and identity are supported)";
+        return Err(error_reply(shape, 415, message, None, body_out));
     }
-    Ok(route)
+    Ok(id)
 }
 
-/// Answers a complete, admitted request.
-pub fn handle(app: &App, local: &mut Local, route: Route, req: &Request<'_>) -> Reply {
-    let out = &mut local.body;
-    out.clear();
-    match route {
-        Route::Ping => Reply::empty(204),
-        Route::Health => {
-            out.extend_from_slice(b"ok");
-            Reply::with_body(200, TEXT)
-        }
-        Route::Stats => {
-            crate::stats::render_json(&app.stats, &app.info, out);
+// ----- handlers ---------------------------------------------------------------------------
+
+fn ping(_: &App, _: &mut Local, _: &Request<'_>) -> Reply {
+    Reply::empty(204)
+}
+
+fn health(_: &App, local: &mut Local, _: &Request<'_>) -> Reply {
+    local.body.extend_from_slice(b"ok");
+    Reply::with_body(200, TEXT)
+}
+
+fn stats(app: &App, local: &mut Local, _: &Request<'_>) -> Reply {
+    crate::stats::render_json(&app.stats, &app.info, &mut local.body);
+    Reply::with_body(200, JSON)
+}
+
+fn metrics(app: &App, local: &mut Local, _: &Request<'_>) -> Reply {
+    let families = crate::stats::own_families(&app.stats, &app.info, &app.pipeline);
+    let store = app.pipeline.store();
+    crate::read::exposition::render_metrics(&store, &families, &mut local.body);
+    Reply::with_body(200, PROMETHEUS)
+}
+
+fn series(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
+    match SeriesFilter::from_query(req.head.query) {
+        Ok(filter) => {
+            let store = app.pipeline.store();
+            crate::read::series::render_series(&store, &filter, &mut local.body);
             Reply::with_body(200, JSON)
         }
-        Route::Query => query(req, out),
-        Route::Write => write(app, local, req, false),
-        Route::WriteV2 => write(app, local, req, true),
-        Route::Metrics => {
-            let families = crate::stats::own_families(&app.stats, &app.info, &app.pipeline);
-            let store = app.pipeline.store();
-            crate::read::exposition::render_metrics(&store, &families, out);
-            Reply::with_body(200, PROMETHEUS)
-        }
-        Route::Series => match SeriesFilter::from_query(req.head.query) {
-            Ok(filter) => {
-                let store = app.pipeline.store();
-                crate::read::series::render_series(&store, &filter, out);
-                Reply::with_body(200, JSON)
-            }
-            Err(message) => error_reply(false, 400, &message, None, out),
-        },
+        Err(message) => error_reply(Shape::V1, 400, &message, None, &mut local.body),
     }
+}
+
+fn write_v1(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
+    write(app, local, req, false)
+}
+
+fn write_v2(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
+    write(app, local, req, true)
+}
+
+#[cfg(debug_assertions)]
+fn debug_panic(_: &App, _: &mut Local, _: &Request<'_>) -> Reply {
+    panic!("GET /debug/panic asked for a panic");
 }
 
 /// `POST /write` and `POST /api/v2/write`: parse the whole body, queue all of it or none.
@@ -260,7 +407,8 @@ fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
                 WriteError::Invalid { message, line } => (message, line),
                 WriteError::TooLarge(m) | WriteError::Unavailable(m) => (m, None),
             };
-            let mut reply = error_reply(v2, status, &message, line, out);
+            let shape = if v2 { Shape::V2 } else { Shape::V1 };
+            let mut reply = error_reply(shape, status, &message, line, out);
             if status == 503 {
                 reply.headers.push(("Retry-After", b"1".to_vec()));
             }
@@ -274,7 +422,8 @@ fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
 
 /// `/query`: the InfluxDB 1.x compatibility stub. Clients send `CREATE DATABASE` before
 /// writing; that succeeds (databases are just a `db` tag here), anything else is refused.
-fn query(req: &Request<'_>, out: &mut Vec<u8>) -> Reply {
+fn query(_: &App, local: &mut Local, req: &Request<'_>) -> Reply {
+    let out = &mut local.body;
     let mut q: Option<String> = None;
     let is_form = req.head.content_type.is_some_and(|ct| {
         ct.len() >= 33 && ct[..33].eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
@@ -286,7 +435,13 @@ fn query(req: &Request<'_>, out: &mut Vec<u8>) -> Reply {
         q = form_value(req.head.query.as_bytes(), "q");
     }
     let Some(q) = q else {
-        return error_reply(false, 400, "missing required parameter \"q\"", None, out);
+        return error_reply(
+            Shape::V1,
+            400,
+            "missing required parameter \"q\"",
+            None,
+            out,
+        );
     };
     match parse_create_database(&q) {
         Some(_name) => {
@@ -294,7 +449,7 @@ fn query(req: &Request<'_>, out: &mut Vec<u8>) -> Reply {
             Reply::with_body(200, JSON)
         }
         None => error_reply(
-            false,
+            Shape::V1,
             400,
             "metricstream's /query supports only CREATE DATABASE <name>; query data with GET /series or GET /metrics",
             None,
@@ -355,7 +510,7 @@ fn split_word(s: &str) -> Option<(&str, &str)> {
 /// `/api/v2/*`, with `"line"` for line-protocol errors, and the message in
 /// `X-Influxdb-Error`.
 pub fn error_reply(
-    v2: bool,
+    shape: Shape,
     status: u16,
     message: &str,
     line: Option<usize>,
@@ -364,7 +519,7 @@ pub fn error_reply(
     use serde_json::{Map, Value};
     out.clear();
     let mut obj = Map::new();
-    if v2 {
+    if shape == Shape::V2 {
         let code = match status {
             401 => "unauthorized",
             413 => "request too large",
@@ -438,12 +593,12 @@ mod tests {
     #[test]
     fn v1_and_v2_error_shapes() {
         let mut out = Vec::new();
-        let r = error_reply(false, 400, "bad \"thing\"", Some(3), &mut out);
+        let r = error_reply(Shape::V1, 400, "bad \"thing\"", Some(3), &mut out);
         assert_eq!(r.status, 400);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["error"], "bad \"thing\"");
         assert_eq!(v["line"], 3);
-        let r = error_reply(true, 413, "too big", None, &mut out);
+        let r = error_reply(Shape::V2, 413, "too big", None, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["code"], "request too large");
         assert_eq!(v["message"], "too big");

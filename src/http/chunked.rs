@@ -168,13 +168,14 @@ fn parse_size_line(line: &[u8]) -> Result<u64, ChunkError> {
     if digits == 0 {
         return Err(ChunkError::Malformed("invalid chunk size"));
     }
-    // 16 hex digits already overflow any sane body; more would overflow u64.
-    if digits > 15 {
-        return Err(ChunkError::TooLarge);
-    }
+    // A size that does not fit in 64 bits is malformed (400), not merely too large: no
+    // body could ever match it. One that fits is checked against the limit by the caller.
     let mut size: u64 = 0;
     for &b in &line[..digits] {
         let v = (b as char).to_digit(16).unwrap_or(0);
+        if size >> 60 != 0 {
+            return Err(ChunkError::Malformed("chunk size overflows 64 bits"));
+        }
         size = (size << 4) | u64::from(v);
     }
     let rest = &line[digits..];
@@ -271,10 +272,28 @@ mod tests {
             ChunkError::TooLarge
         );
         assert_eq!(
-            decode_all(b"ffffffffffffffffff\r\n", usize::MAX).unwrap_err(),
+            decode_all(b"ffffffffffffffff\r\n", 1 << 30).unwrap_err(),
             ChunkError::TooLarge
         );
         assert!(decode_all(b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n", 10).is_ok());
+    }
+
+    #[test]
+    fn a_size_that_overflows_64_bits_is_malformed_not_too_large() {
+        for raw in [
+            &b"10000000000000000\r\n"[..],
+            b"ffffffffffffffffff\r\n",
+            b"fffffffffffffffff;ext=1\r\n",
+        ] {
+            assert_eq!(
+                decode_all(raw, usize::MAX).unwrap_err(),
+                ChunkError::Malformed("chunk size overflows 64 bits"),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // Leading zeros do not overflow: the value is what counts.
+        assert!(decode_all(b"00000000000000000000005\r\nhello\r\n0\r\n\r\n", 10).is_ok());
     }
 
     #[test]

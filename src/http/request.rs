@@ -36,6 +36,20 @@ impl Method {
             _ => Method::Other,
         }
     }
+
+    /// The method's name as sent on the wire (`Other` has none: `"?"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Patch => "PATCH",
+            Method::Other => "?",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +124,22 @@ impl HeadError {
             HeadError::Version => "HTTP version not supported",
         }
     }
+}
+
+/// The path of the request line at the start of `buf`, read without parsing the head: for
+/// choosing the error shape of a head that was refused (too long, malformed). `None` when
+/// the request line is not `METHOD SP TARGET SP` with an origin-form target.
+pub fn path_hint(buf: &[u8]) -> Option<&str> {
+    let line = &buf[..memchr::memchr(b'\n', buf).unwrap_or(buf.len())];
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let method = parts.next()?;
+    let target = parts.next()?;
+    parts.next()?;
+    if method.is_empty() || !target.starts_with(b"/") {
+        return None;
+    }
+    let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
+    std::str::from_utf8(path).ok()
 }
 
 /// Parses the head at the start of `buf`. `Ok(None)` means incomplete (read more), unless

@@ -12,7 +12,8 @@
 //! sequentially consistent operations, so either the reactor sees the new completions or
 //! the worker sees it parked (never neither). Workers own nothing long-lived; a job's token
 //! and generation let the reactor recognise a completion for a connection that closed
-//! meanwhile.
+//! meanwhile. A job that panics is answered `500` and closed (`process_catching`): every
+//! job taken comes back as a completion, so no connection is left waiting for ever.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -220,6 +221,15 @@ fn worker_loop(shared: &Shared, instance: u32) {
     }
 }
 
+/// How a connection is named in log lines: the reactor's slab token.
+struct Token(usize);
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "token={}", self.0)
+    }
+}
+
 /// Hands finished jobs to the reactor, waking it only if it may be blocked.
 fn publish(shared: &Shared, finished: &mut Vec<Done>, instance: u32) {
     if finished.is_empty() {
@@ -239,14 +249,17 @@ fn publish(shared: &Shared, finished: &mut Vec<Done>, instance: u32) {
     }
 }
 
+/// Runs the engine over one job. A panic in it (a handler bug) is caught there: that
+/// connection gets a `500` and is closed, this worker and every other connection go on.
 fn run_job(app: &App, local: &mut Local, mut job: Job) -> Done {
-    let progress = exchange::process(
+    let progress = exchange::process_catching(
         app,
         local,
         &mut job.exchange,
         &mut job.input,
         &mut job.output,
         job.closing,
+        Token(job.token),
     );
     Done {
         token: job.token,
