@@ -520,13 +520,14 @@ impl Conn<'_> {
         match a.next {
             Next::Dispatch => {
                 t.local.set_time(SystemTime::now());
-                let progress = exchange::process(
+                let progress = exchange::process_catching(
                     self.app,
                     &mut t.local,
                     &mut self.ex,
                     &mut self.input,
                     &mut self.output,
                     self.stop.stopping(),
+                    format_args!("serving thread {}", t.slot),
                 );
                 if let Progress::NeedMore { min_len, .. } = progress {
                     self.min_len = min_len;
