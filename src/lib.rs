@@ -34,6 +34,7 @@ pub mod read;
 pub mod routes;
 pub mod server;
 pub mod stats;
+pub mod storage;
 pub mod sys;
 pub mod tuning;
 

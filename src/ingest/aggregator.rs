@@ -290,6 +290,171 @@ impl SeriesStore {
     }
 }
 
+/// Why snapshot bytes could not be decoded into a [`SeriesStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreDecodeError(pub &'static str);
+
+impl std::fmt::Display for StoreDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for StoreDecodeError {}
+
+const LAST_FLOAT: u8 = 1;
+const LAST_INT: u8 = 2;
+const LAST_UINT: u8 = 3;
+const LAST_BOOL: u8 = 4;
+const LAST_STR: u8 = 5;
+
+impl SeriesStore {
+    /// Appends every aggregate, exactly (floats bit for bit), for a snapshot:
+    /// `label_collisions u64, groups u64`, then per group `key_len u32, key,
+    /// dropped_labels u32, n_fields u32` and per field `name_len u32, name, count u64,
+    /// sum f64, min f64, max f64, last_timestamp_ns i64, last tag u8, last value` (8 bytes,
+    /// or `len u32` + bytes for a string). Little-endian. `max_series` is configuration,
+    /// not data, and is not written.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.label_collisions.to_le_bytes());
+        out.extend_from_slice(&(self.table.len() as u64).to_le_bytes());
+        for g in self.table.iter() {
+            out.extend_from_slice(&(g.key.len() as u32).to_le_bytes());
+            out.extend_from_slice(&g.key);
+            out.extend_from_slice(&g.dropped_labels.to_le_bytes());
+            out.extend_from_slice(&(g.fields.len() as u32).to_le_bytes());
+            for f in &g.fields {
+                out.extend_from_slice(&(f.name.len() as u32).to_le_bytes());
+                out.extend_from_slice(&f.name);
+                out.extend_from_slice(&f.count.to_le_bytes());
+                out.extend_from_slice(&f.sum.to_bits().to_le_bytes());
+                out.extend_from_slice(&f.min.to_bits().to_le_bytes());
+                out.extend_from_slice(&f.max.to_bits().to_le_bytes());
+                out.extend_from_slice(&f.last_timestamp_ns.to_le_bytes());
+                let (tag, v) = match &f.last {
+                    LastValue::Float(x) => (LAST_FLOAT, x.to_bits()),
+                    LastValue::Int(i) => (LAST_INT, *i as u64),
+                    LastValue::UInt(u) => (LAST_UINT, *u),
+                    LastValue::Bool(b) => (LAST_BOOL, u64::from(*b)),
+                    LastValue::Str(s) => {
+                        out.push(LAST_STR);
+                        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                        out.extend_from_slice(s);
+                        continue;
+                    }
+                };
+                out.push(tag);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+
+    /// Rebuilds a store from [`SeriesStore::encode_into`]'s bytes. Every series in the
+    /// snapshot is kept even past `max_series` (they were admitted when written); the limit
+    /// applies to series created afterwards. Never panics on any input.
+    pub fn decode(bytes: &[u8], max_series: usize) -> Result<SeriesStore, StoreDecodeError> {
+        let mut r = SnapReader { bytes, pos: 0 };
+        let mut store = SeriesStore::new(max_series);
+        store.label_collisions = r.u64()?;
+        let groups = r.u64()?;
+        for _ in 0..groups {
+            let key_len = r.u32()? as usize;
+            let key: Box<[u8]> = r.take(key_len)?.into();
+            let dropped_labels = r.u32()?;
+            let n_fields = r.u32()? as usize;
+            // Bounded by what the bytes can hold, so a damaged count cannot reserve gigabytes.
+            let mut fields = Vec::with_capacity(n_fields.min(r.remaining() / 45));
+            for _ in 0..n_fields {
+                let name_len = r.u32()? as usize;
+                let name: Box<[u8]> = r.take(name_len)?.into();
+                let count = r.u64()?;
+                let sum = f64::from_bits(r.u64()?);
+                let min = f64::from_bits(r.u64()?);
+                let max = f64::from_bits(r.u64()?);
+                let last_timestamp_ns = r.u64()? as i64;
+                let tag = r.take(1)?[0];
+                let last = match tag {
+                    LAST_STR => {
+                        let n = r.u32()? as usize;
+                        LastValue::Str(r.take(n)?.into())
+                    }
+                    _ => {
+                        let v = r.u64()?;
+                        match tag {
+                            LAST_FLOAT => LastValue::Float(f64::from_bits(v)),
+                            LAST_INT => LastValue::Int(v as i64),
+                            LAST_UINT => LastValue::UInt(v),
+                            LAST_BOOL if v <= 1 => LastValue::Bool(v == 1),
+                            _ => return Err(StoreDecodeError("unknown last-value type")),
+                        }
+                    }
+                };
+                if fields.iter().any(|f: &FieldAgg| f.name == name) {
+                    return Err(StoreDecodeError("a field listed twice in one series"));
+                }
+                fields.push(FieldAgg {
+                    name,
+                    count,
+                    sum,
+                    min,
+                    max,
+                    last_timestamp_ns,
+                    last,
+                });
+            }
+            let hash = store.hasher.hash_one(&*key);
+            if store.table.find(hash, |g| g.key == key).is_some() {
+                return Err(StoreDecodeError("a series key listed twice"));
+            }
+            store.series_count += fields.len();
+            let group = Group {
+                key,
+                fields,
+                dropped_labels,
+            };
+            let hasher = &store.hasher;
+            store
+                .table
+                .insert_unique(hash, group, |g| hasher.hash_one(&*g.key));
+        }
+        if r.remaining() != 0 {
+            return Err(StoreDecodeError("trailing bytes after the last series"));
+        }
+        Ok(store)
+    }
+}
+
+struct SnapReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> SnapReader<'a> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreDecodeError> {
+        const SHORT: StoreDecodeError = StoreDecodeError("snapshot shorter than its counts say");
+        let end = self.pos.checked_add(n).ok_or(SHORT)?;
+        let s = self.bytes.get(self.pos..end).ok_or(SHORT)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreDecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreDecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
 struct Limits<'a> {
     series_count: &'a mut usize,
     max_series: usize,
@@ -813,6 +978,55 @@ mod tests {
         assert_eq!(s.label_collisions(), 4);
         s.apply(&batch(&[("m,a-b=1,a.b=2,a_b=3,x=1", 2, &[("h", V::I(1))])]));
         assert_eq!(s.label_collisions(), 6);
+    }
+
+    /// Every aggregate of a store, bitwise, in key order (for exactness checks).
+    type Dumped = (Vec<u8>, Vec<u8>, u64, [u64; 3], i64, String);
+
+    fn dump(s: &SeriesStore) -> Vec<Dumped> {
+        let mut out: Vec<_> = s
+            .groups()
+            .flat_map(|g| {
+                g.fields.iter().map(|f| {
+                    (
+                        g.key.to_vec(),
+                        f.escaped_name().to_vec(),
+                        f.count(),
+                        [f.sum, f.min, f.max].map(f64::to_bits),
+                        f.last_timestamp_ns(),
+                        format!("{:?}", f.last()),
+                    )
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    proptest::proptest! {
+        /// A snapshot round trip gives back every aggregate bit for bit, and the counters.
+        #[test]
+        fn snapshot_encoding_round_trips(
+            points in proptest::collection::vec(super::test_support::raw_point(), 0..20),
+            max_series in 0usize..30,
+        ) {
+            let s = super::test_support::arbitrary_store(&points, max_series);
+            let mut bytes = Vec::new();
+            s.encode_into(&mut bytes);
+            let d = SeriesStore::decode(&bytes, max_series).expect("decodes");
+            proptest::prop_assert_eq!(dump(&s), dump(&d));
+            proptest::prop_assert_eq!(s.series_count(), d.series_count());
+            proptest::prop_assert_eq!(s.label_collisions(), d.label_collisions());
+            for cut in 0..bytes.len() {
+                proptest::prop_assert!(SeriesStore::decode(&bytes[..cut], max_series).is_err());
+            }
+        }
+
+        /// Arbitrary bytes never panic the snapshot decoder.
+        #[test]
+        fn snapshot_decoder_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = SeriesStore::decode(&bytes, 10);
+        }
     }
 
     proptest::proptest! {
