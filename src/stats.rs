@@ -256,17 +256,21 @@ pub struct Readings {
 }
 
 impl Readings {
-    /// Reads them now (a few syscalls: only for `/stats` and `/metrics`, never per write).
+    /// Reads them now (a few syscalls and two /proc files: for `/stats`, never per write).
     pub fn sample(info: &ServerInfo) -> Readings {
         let netstat = crate::net::listener::listen_counters();
         Readings {
-            accept_queue_depth: info
-                .listener_fd
-                .and_then(crate::net::listener::accept_queue_depth),
+            accept_queue_depth: Readings::accept_queue_depth(info),
             listen_overflows: netstat.map(|n| n.overflows),
             listen_drops: netstat.map(|n| n.drops),
             process_rss_bytes: crate::sys::rss_bytes(),
         }
+    }
+
+    /// The one reading `/metrics` exports: one `getsockopt`, no file read.
+    pub fn accept_queue_depth(info: &ServerInfo) -> Option<u64> {
+        info.listener_fd
+            .and_then(crate::net::listener::accept_queue_depth)
     }
 }
 
@@ -329,7 +333,7 @@ pub fn render_json_with(stats: &Stats, info: &ServerInfo, readings: &Readings, o
 }
 
 /// The server's own figures as Prometheus families (`metricstream_*`), for `/metrics`,
-/// sampling the kernel readings now.
+/// reading the accept-queue depth now.
 pub fn own_families(
     stats: &Stats,
     info: &ServerInfo,
@@ -338,7 +342,7 @@ pub fn own_families(
     own_families_with(
         stats,
         info,
-        &Readings::sample(info),
+        Readings::accept_queue_depth(info),
         queue.queue_points(),
         queue.queue_capacity_points(),
     )
@@ -350,7 +354,7 @@ pub fn own_families(
 pub fn own_families_with(
     stats: &Stats,
     info: &ServerInfo,
-    readings: &Readings,
+    accept_queue_depth: Option<u64>,
     queue_points: usize,
     queue_capacity_points: usize,
 ) -> Vec<OwnFamily<'static>> {
@@ -418,7 +422,7 @@ pub fn own_families_with(
         Gauge,
         queue_capacity_points as f64,
     ));
-    if let Some(depth) = readings.accept_queue_depth {
+    if let Some(depth) = accept_queue_depth {
         f.push(one(
             "metricstream_accept_queue_depth",
             "Connections waiting in the listener's accept queue (TCP_INFO).",
@@ -554,7 +558,7 @@ mod tests {
             ..Readings::default()
         };
         let v = json(&stats, &readings);
-        let families = own_families_with(&stats, &info(), &readings, 5, 10);
+        let families = own_families_with(&stats, &info(), readings.accept_queue_depth, 5, 10);
         for (i, figure) in FIGURES.iter().enumerate() {
             let want = 1000 + i as u64;
             assert_eq!(v[figure.key], want, "/stats {}", figure.key);

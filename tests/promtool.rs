@@ -205,7 +205,7 @@ fn promtool_accepts_tricky_exposition() {
 /// user's series.
 #[test]
 fn promtool_accepts_the_servers_own_families() {
-    use metricstream::stats::{Readings, ServerInfo, Stats, own_families_with};
+    use metricstream::stats::{ServerInfo, Stats, own_families_with};
     use std::sync::atomic::Ordering::Relaxed;
     let stats = Stats::default();
     for (i, cell) in stats.figure_cells().into_iter().enumerate() {
@@ -222,11 +222,7 @@ fn promtool_accepts_the_servers_own_families() {
         workers: 2,
         listener_fd: None,
     };
-    let readings = Readings {
-        accept_queue_depth: Some(4),
-        ..Readings::default()
-    };
-    let own = own_families_with(&stats, &info, &readings, 3, 1000);
+    let own = own_families_with(&stats, &info, Some(4), 3, 1000);
     let mut out = Vec::new();
     render_metrics(&tricky_store(), &own, &mut out);
     let text = String::from_utf8(out.clone()).expect("exposition is UTF-8");
