@@ -1,21 +1,25 @@
 //! Configuration: command-line flags and `METRICSTREAM_*` environment variables -> [`Config`].
 //!
-//! Every option is a flag and an environment variable; the flag wins (clap's `env` gives
-//! that). Values arrive as strings and are validated here rather than by clap's typed
-//! parsers so that an error names what the user actually set — the flag *or* the variable —
-//! with the bad value, on one line, and start-up stops with exit code 2. Nothing is ever
-//! silently replaced by a default.
+//! [`Config`] is the one table of options: each field declares its flag, variable,
+//! default and typed parser, so the help text, the defaults (`Config::default()` parses an
+//! empty command line) and validation cannot drift apart. The flag wins over the variable
+//! (clap's `env`). A bad value stops start-up with one line naming what the user actually
+//! set — the flag *or* the variable — and the value (never the auth token), exit code 2.
+//! Nothing is ever silently replaced by a default. This module must never read anything
+//! but the command line and the environment.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 /// Which I/O architecture serves connections. `Reactor` is the product; the other two exist
 /// so benchmark comparisons run the same request handling under a different I/O core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum IoModel {
     Reactor,
     Threadpool,
@@ -32,43 +36,107 @@ impl IoModel {
     }
 }
 
-/// The validated configuration the server runs with.
-#[derive(Clone, Debug)]
+/// Longest accepted timeout: a day. Longer is a typo, not a policy.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+/// Shortest phase timeout: below it a request could not even arrive on a loaded machine.
+const MIN_TIMEOUT_SECS: f64 = 0.05;
+
+/// The validated configuration the server runs with, and the declaration of every option.
+#[derive(Parser, Clone, Debug, PartialEq, Eq)]
+#[command(
+    name = "metricstream",
+    version,
+    allow_negative_numbers = true,
+    about = "High-concurrency metrics ingestion server: InfluxDB line protocol over HTTP/1.1 in, Prometheus and JSON out.",
+    after_help = "Every option can also be set with the environment variable shown; the flag wins.\nLogging is controlled by RUST_LOG (default: info)."
+)]
 pub struct Config {
+    /// Socket address to listen on, IPv4 or IPv6 ([::1]:8080); port 0 picks a free port
+    #[arg(long, env = "METRICSTREAM_LISTEN", value_name = "ADDR",
+        default_value = "127.0.0.1:8080", value_parser = socket_addr)]
     pub listen: SocketAddr,
+
+    /// listen(2) backlog, 1..=65535 (capped by /proc/sys/net/core/somaxconn)
+    #[arg(long, env = "METRICSTREAM_BACKLOG", value_name = "N",
+        default_value = "1024", value_parser = int::<u32>(1..=65535))]
     pub backlog: u32,
+
+    /// Worker pool threads, 1..=1024 [default: available cores]
+    #[arg(long, env = "METRICSTREAM_WORKERS", value_name = "N",
+        default_value_t = default_workers(), hide_default_value = true,
+        value_parser = int::<usize>(1..=1024))]
     pub workers: usize,
+
+    /// I/O model: reactor (the product), threadpool or blocking (for benchmark comparisons)
+    #[arg(
+        long = "io-model",
+        env = "METRICSTREAM_IO_MODEL",
+        value_name = "M",
+        default_value = "reactor",
+        value_enum
+    )]
     pub io_model: IoModel,
+
+    /// Open client connections at once; past it new connections get 503 and are closed
+    #[arg(long = "max-connections", env = "METRICSTREAM_MAX_CONNECTIONS", value_name = "N",
+        default_value = "10000", value_parser = int::<usize>(1..=1_000_000))]
     pub max_connections: usize,
+
+    /// Bytes of request line + headers; past it 431 and close
+    #[arg(long = "max-header-bytes", env = "METRICSTREAM_MAX_HEADER_BYTES", value_name = "N",
+        default_value = "16384", value_parser = int::<usize>(256..=1 << 20))]
     pub max_header_bytes: usize,
+
+    /// Bytes of request body after decoding chunks (and gzip); past it 413 and close
+    #[arg(long = "max-body-bytes", env = "METRICSTREAM_MAX_BODY_BYTES", value_name = "N",
+        default_value = "26214400", value_parser = int::<usize>(1..=1 << 31))]
     pub max_body_bytes: usize,
+
+    /// Seconds to receive a complete request head once its first byte arrived; then 408
+    #[arg(long = "header-timeout", env = "METRICSTREAM_HEADER_TIMEOUT", value_name = "SECS",
+        default_value = "10", value_parser = secs(MIN_TIMEOUT_SECS, MAX_TIMEOUT_SECS))]
     pub header_timeout: Duration,
+
+    /// Seconds allowed between body bytes; then 408
+    #[arg(long = "body-timeout", env = "METRICSTREAM_BODY_TIMEOUT", value_name = "SECS",
+        default_value = "30", value_parser = secs(MIN_TIMEOUT_SECS, MAX_TIMEOUT_SECS))]
     pub body_timeout: Duration,
+
+    /// Seconds a keep-alive connection may sit with no request in progress; then closed
+    #[arg(long = "idle-timeout", env = "METRICSTREAM_IDLE_TIMEOUT", value_name = "SECS",
+        default_value = "75", value_parser = secs(MIN_TIMEOUT_SECS, MAX_TIMEOUT_SECS))]
     pub idle_timeout: Duration,
+
+    /// Points waiting between ingestion and aggregation; a write that does not fit gets 503
+    #[arg(long = "queue-capacity", env = "METRICSTREAM_QUEUE_CAPACITY", value_name = "N",
+        default_value = "1000000", value_parser = int::<usize>(1..=1 << 32))]
     pub queue_capacity: usize,
+
+    /// Distinct series held; points of new series past it are dropped and counted
+    #[arg(long = "max-series", env = "METRICSTREAM_MAX_SERIES", value_name = "N",
+        default_value = "1000000", value_parser = int::<usize>(1..=1 << 32))]
     pub max_series: usize,
+
+    /// Seconds allowed on SIGTERM/SIGINT to finish requests and drain the queue
+    #[arg(long = "shutdown-timeout", env = "METRICSTREAM_SHUTDOWN_TIMEOUT", value_name = "SECS",
+        default_value = "30", value_parser = secs(0.0, MAX_TIMEOUT_SECS))]
     pub shutdown_timeout: Duration,
+
+    /// Token required on every endpoint but /ping and /health [default: unset, open]
+    #[arg(long = "auth-token", env = "METRICSTREAM_AUTH_TOKEN", value_name = "TOKEN",
+        hide_env_values = true, value_parser = token)]
     pub auth_token: Option<String>,
 }
 
 impl Default for Config {
+    /// The declared defaults: an empty command line with the environment ignored.
     fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            backlog: 1024,
-            workers: default_workers(),
-            io_model: IoModel::Reactor,
-            max_connections: 10_000,
-            max_header_bytes: 16 * 1024,
-            max_body_bytes: 25 * 1024 * 1024,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(75),
-            queue_capacity: 1_000_000,
-            max_series: 1_000_000,
-            shutdown_timeout: Duration::from_secs(30),
-            auth_token: None,
-        }
+        let matches = Config::command()
+            .mut_args(|a| a.env(None::<&str>))
+            .try_get_matches_from(["metricstream"]);
+        // The defaults are constants checked by `defaults_parse_and_match_the_spec`.
+        let parsed = matches.and_then(|m| Config::from_arg_matches(&m));
+        parsed.expect("the declared defaults parse")
     }
 }
 
@@ -77,6 +145,49 @@ fn default_workers() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 1024)
+}
+
+/// A socket address such as `127.0.0.1:8080` or `[::1]:8080`.
+fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "a socket address such as 127.0.0.1:8080 or [::1]:8080".to_string())
+}
+
+/// An integer within `range`, as a `T` (every bound used fits `T` on 64-bit targets).
+fn int<T>(range: RangeInclusive<u64>) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+{
+    move |s: &str| {
+        let expected = || format!("an integer in {}..={}", range.start(), range.end());
+        let n: u64 = s.trim().parse().map_err(|_| expected())?;
+        if !range.contains(&n) {
+            return Err(expected());
+        }
+        T::try_from(n).map_err(|_| expected())
+    }
+}
+
+/// Seconds, integer or decimal (`0.5`), within `lo..=hi`; no sign, exponent or `inf`.
+fn secs(lo: f64, hi: f64) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+    move |s: &str| {
+        let t = s.trim();
+        let plain = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        match t.parse::<f64>() {
+            Ok(x) if plain && (lo..=hi).contains(&x) => Ok(Duration::from_secs_f64(x)),
+            _ => Err(format!("a number of seconds in {}..={}", lo, hi)),
+        }
+    }
+}
+
+/// The auth token: printable ASCII without spaces, as every header form can carry it.
+fn token(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        Ok(s.to_string())
+    } else {
+        Err("a non-empty token of printable ASCII without spaces".to_string())
+    }
 }
 
 /// What went wrong with the configuration. `Display` is the one line printed on stderr.
@@ -111,131 +222,63 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// Turns clap's error into one line. A bad value names the flag when it is on the
+    /// command line, else the variable that supplied it (the flag wins, so that is exact).
+    fn from_clap(e: &clap::Error, args: &[OsString]) -> ConfigError {
+        let usage = || ConfigError::Usage(first_line(&e.render().to_string()));
+        let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+            e.get(ContextKind::InvalidArg),
+            e.get(ContextKind::InvalidValue),
+        ) else {
+            return usage();
+        };
+        let expected = match e.kind() {
+            // Our value parsers' messages say what was expected.
+            ErrorKind::ValueValidation => std::error::Error::source(e).map(|s| s.to_string()),
+            ErrorKind::InvalidValue => match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(words)) if !words.is_empty() => {
+                    Some(format!("one of {}", words.join(", ")))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let long = arg.split(' ').next().unwrap_or(arg).trim_start_matches('-');
+        let cmd = Config::command();
+        let def = cmd.get_arguments().find(|a| a.get_long() == Some(long));
+        let (Some(expected), Some(def)) = (expected, def) else {
+            return usage();
+        };
+        let flag = format!("--{long}");
+        let on_command_line = args.iter().skip(1).any(|a| {
+            a.to_str().is_some_and(|a| {
+                a == flag || a.strip_prefix(&flag).is_some_and(|r| r.starts_with('='))
+            })
+        });
+        let origin = match def.get_env() {
+            Some(env) if !on_command_line => env.to_string_lossy().into_owned(),
+            _ => flag,
+        };
+        // The token's value is never echoed, even a bad one.
+        let value = if def.is_hide_env_values_set() {
+            "<hidden>".to_string()
+        } else {
+            value.clone()
+        };
+        ConfigError::Invalid {
+            origin,
+            value,
+            expected,
+        }
+    }
+}
+
 /// Outcome of reading the command line: run with a config, or print something and exit.
 pub enum Startup {
     Run(Config),
     /// `--help` / `--version`: print to stdout and exit 0.
     Print(String),
-}
-
-/// Raw strings as clap collects them (flag wins over env). Defaults are strings so that
-/// `--help` shows them and so that every value goes through the same validation.
-#[derive(Parser, Debug)]
-#[command(
-    name = "metricstream",
-    version,
-    allow_negative_numbers = true,
-    about = "High-concurrency metrics ingestion server: InfluxDB line protocol over HTTP/1.1 in, Prometheus and JSON out.",
-    after_help = "Every option can also be set with the environment variable shown; the flag wins.\nLogging is controlled by RUST_LOG (default: info)."
-)]
-struct RawArgs {
-    /// Socket address to listen on, IPv4 or IPv6 ([::1]:8080); port 0 picks a free port
-    #[arg(
-        long,
-        env = "METRICSTREAM_LISTEN",
-        default_value = "127.0.0.1:8080",
-        value_name = "ADDR"
-    )]
-    listen: String,
-    /// listen(2) backlog, 1..=65535 (capped by /proc/sys/net/core/somaxconn)
-    #[arg(
-        long,
-        env = "METRICSTREAM_BACKLOG",
-        default_value = "1024",
-        value_name = "N"
-    )]
-    backlog: String,
-    /// Worker pool threads, 1..=1024 [default: available cores]
-    #[arg(long, env = "METRICSTREAM_WORKERS", value_name = "N")]
-    workers: Option<String>,
-    /// I/O model: reactor (the product), threadpool or blocking (for benchmark comparisons)
-    #[arg(
-        long = "io-model",
-        env = "METRICSTREAM_IO_MODEL",
-        default_value = "reactor",
-        value_name = "M"
-    )]
-    io_model: String,
-    /// Open client connections at once; past it new connections get 503 and are closed
-    #[arg(
-        long = "max-connections",
-        env = "METRICSTREAM_MAX_CONNECTIONS",
-        default_value = "10000",
-        value_name = "N"
-    )]
-    max_connections: String,
-    /// Bytes of request line + headers; past it 431 and close
-    #[arg(
-        long = "max-header-bytes",
-        env = "METRICSTREAM_MAX_HEADER_BYTES",
-        default_value = "16384",
-        value_name = "N"
-    )]
-    max_header_bytes: String,
-    /// Bytes of request body after decoding chunks (and gzip); past it 413 and close
-    #[arg(
-        long = "max-body-bytes",
-        env = "METRICSTREAM_MAX_BODY_BYTES",
-        default_value = "26214400",
-        value_name = "N"
-    )]
-    max_body_bytes: String,
-    /// Seconds to receive a complete request head once its first byte arrived; then 408
-    #[arg(
-        long = "header-timeout",
-        env = "METRICSTREAM_HEADER_TIMEOUT",
-        default_value = "10",
-        value_name = "SECS"
-    )]
-    header_timeout: String,
-    /// Seconds allowed between body bytes; then 408
-    #[arg(
-        long = "body-timeout",
-        env = "METRICSTREAM_BODY_TIMEOUT",
-        default_value = "30",
-        value_name = "SECS"
-    )]
-    body_timeout: String,
-    /// Seconds a keep-alive connection may sit with no request in progress; then closed
-    #[arg(
-        long = "idle-timeout",
-        env = "METRICSTREAM_IDLE_TIMEOUT",
-        default_value = "75",
-        value_name = "SECS"
-    )]
-    idle_timeout: String,
-    /// Points waiting between ingestion and aggregation; a write that does not fit gets 503
-    #[arg(
-        long = "queue-capacity",
-        env = "METRICSTREAM_QUEUE_CAPACITY",
-        default_value = "1000000",
-        value_name = "N"
-    )]
-    queue_capacity: String,
-    /// Distinct series held; points of new series past it are dropped and counted
-    #[arg(
-        long = "max-series",
-        env = "METRICSTREAM_MAX_SERIES",
-        default_value = "1000000",
-        value_name = "N"
-    )]
-    max_series: String,
-    /// Seconds allowed on SIGTERM/SIGINT to finish requests and drain the queue
-    #[arg(
-        long = "shutdown-timeout",
-        env = "METRICSTREAM_SHUTDOWN_TIMEOUT",
-        default_value = "30",
-        value_name = "SECS"
-    )]
-    shutdown_timeout: String,
-    /// Token required on every endpoint but /ping and /health [default: unset, open]
-    #[arg(
-        long = "auth-token",
-        env = "METRICSTREAM_AUTH_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    auth_token: Option<String>,
 }
 
 impl Config {
@@ -248,23 +291,16 @@ impl Config {
     pub fn from_args<I, T>(args: I) -> Result<Startup, ConfigError>
     where
         I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
+        T: Into<OsString> + Clone,
     {
-        let matches = match RawArgs::command().try_get_matches_from(args) {
-            Ok(m) => m,
-            Err(e) => {
-                use clap::error::ErrorKind;
-                return match e.kind() {
-                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                        Ok(Startup::Print(e.render().to_string()))
-                    }
-                    _ => Err(ConfigError::Usage(first_line(&e.render().to_string()))),
-                };
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        match Config::try_parse_from(&args) {
+            Ok(config) => Ok(Startup::Run(config)),
+            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+                Ok(Startup::Print(e.render().to_string()))
             }
-        };
-        let raw = RawArgs::from_arg_matches(&matches)
-            .map_err(|e| ConfigError::Usage(first_line(&e.render().to_string())))?;
-        validate(&raw, &matches).map(Startup::Run)
+            Err(e) => Err(ConfigError::from_clap(&e, &args)),
+        }
     }
 }
 
@@ -274,222 +310,6 @@ fn first_line(s: &str) -> String {
         .unwrap_or("invalid command line")
         .trim()
         .to_string()
-}
-
-/// Names the place a value came from, so the error points at what the user typed.
-fn origin(matches: &ArgMatches, id: &str, flag: &str, env: &str) -> String {
-    match matches.value_source(id) {
-        Some(ValueSource::EnvVariable) => env.to_string(),
-        _ => flag.to_string(),
-    }
-}
-
-struct Checker<'m> {
-    matches: &'m ArgMatches,
-}
-
-impl Checker<'_> {
-    fn fail(&self, id: &str, flag: &str, env: &str, value: &str, expected: &str) -> ConfigError {
-        ConfigError::Invalid {
-            origin: origin(self.matches, id, flag, env),
-            value: value.to_string(),
-            expected: expected.to_string(),
-        }
-    }
-
-    fn int(
-        &self,
-        id: &str,
-        flag: &str,
-        env: &str,
-        value: &str,
-        lo: u64,
-        hi: u64,
-    ) -> Result<u64, ConfigError> {
-        match value.trim().parse::<u64>() {
-            Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-            _ => Err(self.fail(
-                id,
-                flag,
-                env,
-                value,
-                &format!("an integer in {}..={}", lo, hi),
-            )),
-        }
-    }
-
-    /// Seconds, integer or decimal (`0.5`), within `lo..=hi`.
-    fn secs(
-        &self,
-        id: &str,
-        flag: &str,
-        env: &str,
-        value: &str,
-        lo: f64,
-        hi: f64,
-    ) -> Result<Duration, ConfigError> {
-        let t = value.trim();
-        let plain = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-        match t.parse::<f64>() {
-            Ok(s) if plain && s.is_finite() && s >= lo && s <= hi => Ok(Duration::from_secs_f64(s)),
-            _ => Err(self.fail(
-                id,
-                flag,
-                env,
-                value,
-                &format!("a number of seconds in {}..={}", lo, hi),
-            )),
-        }
-    }
-}
-
-const MAX_TIMEOUT_SECS: f64 = 86_400.0;
-
-fn validate(raw: &RawArgs, matches: &ArgMatches) -> Result<Config, ConfigError> {
-    let c = Checker { matches };
-    let listen: SocketAddr = raw.listen.trim().parse().map_err(|_| {
-        c.fail(
-            "listen",
-            "--listen",
-            "METRICSTREAM_LISTEN",
-            &raw.listen,
-            "a socket address such as 127.0.0.1:8080 or [::1]:8080",
-        )
-    })?;
-    let backlog = c.int(
-        "backlog",
-        "--backlog",
-        "METRICSTREAM_BACKLOG",
-        &raw.backlog,
-        1,
-        65535,
-    )? as u32;
-    let workers = match &raw.workers {
-        Some(w) => c.int("workers", "--workers", "METRICSTREAM_WORKERS", w, 1, 1024)? as usize,
-        None => default_workers(),
-    };
-    let io_model = match raw.io_model.trim() {
-        "reactor" => IoModel::Reactor,
-        "threadpool" => IoModel::Threadpool,
-        "blocking" => IoModel::Blocking,
-        _ => {
-            return Err(c.fail(
-                "io_model",
-                "--io-model",
-                "METRICSTREAM_IO_MODEL",
-                &raw.io_model,
-                "one of reactor, threadpool, blocking",
-            ));
-        }
-    };
-    let max_connections = c.int(
-        "max_connections",
-        "--max-connections",
-        "METRICSTREAM_MAX_CONNECTIONS",
-        &raw.max_connections,
-        1,
-        1_000_000,
-    )? as usize;
-    let max_header_bytes = c.int(
-        "max_header_bytes",
-        "--max-header-bytes",
-        "METRICSTREAM_MAX_HEADER_BYTES",
-        &raw.max_header_bytes,
-        256,
-        1 << 20,
-    )? as usize;
-    let max_body_bytes = c.int(
-        "max_body_bytes",
-        "--max-body-bytes",
-        "METRICSTREAM_MAX_BODY_BYTES",
-        &raw.max_body_bytes,
-        1,
-        1 << 31,
-    )? as usize;
-    let header_timeout = c.secs(
-        "header_timeout",
-        "--header-timeout",
-        "METRICSTREAM_HEADER_TIMEOUT",
-        &raw.header_timeout,
-        0.05,
-        MAX_TIMEOUT_SECS,
-    )?;
-    let body_timeout = c.secs(
-        "body_timeout",
-        "--body-timeout",
-        "METRICSTREAM_BODY_TIMEOUT",
-        &raw.body_timeout,
-        0.05,
-        MAX_TIMEOUT_SECS,
-    )?;
-    let idle_timeout = c.secs(
-        "idle_timeout",
-        "--idle-timeout",
-        "METRICSTREAM_IDLE_TIMEOUT",
-        &raw.idle_timeout,
-        0.05,
-        MAX_TIMEOUT_SECS,
-    )?;
-    let queue_capacity = c.int(
-        "queue_capacity",
-        "--queue-capacity",
-        "METRICSTREAM_QUEUE_CAPACITY",
-        &raw.queue_capacity,
-        1,
-        1 << 32,
-    )? as usize;
-    let max_series = c.int(
-        "max_series",
-        "--max-series",
-        "METRICSTREAM_MAX_SERIES",
-        &raw.max_series,
-        1,
-        1 << 32,
-    )? as usize;
-    let shutdown_timeout = c.secs(
-        "shutdown_timeout",
-        "--shutdown-timeout",
-        "METRICSTREAM_SHUTDOWN_TIMEOUT",
-        &raw.shutdown_timeout,
-        0.0,
-        MAX_TIMEOUT_SECS,
-    )?;
-    let auth_token = match &raw.auth_token {
-        None => None,
-        Some(t) => {
-            let ok = !t.is_empty() && t.bytes().all(|b| (0x21..0x7f).contains(&b));
-            if !ok {
-                // Never echo the token itself, even a bad one.
-                return Err(ConfigError::Invalid {
-                    origin: origin(
-                        matches,
-                        "auth_token",
-                        "--auth-token",
-                        "METRICSTREAM_AUTH_TOKEN",
-                    ),
-                    value: "<hidden>".to_string(),
-                    expected: "a non-empty token of printable ASCII without spaces".to_string(),
-                });
-            }
-            Some(t.clone())
-        }
-    };
-    Ok(Config {
-        listen,
-        backlog,
-        workers,
-        io_model,
-        max_connections,
-        max_header_bytes,
-        max_body_bytes,
-        header_timeout,
-        body_timeout,
-        idle_timeout,
-        queue_capacity,
-        max_series,
-        shutdown_timeout,
-        auth_token,
-    })
 }
 
 #[cfg(test)]
@@ -507,17 +327,40 @@ mod tests {
 
     #[test]
     fn defaults_match_the_spec() {
-        // The environment of the test process may carry METRICSTREAM_* only if a developer
-        // set them; the assertions below use flags where that would matter.
-        let c = parse(&["--listen", "127.0.0.1:8080"]).unwrap();
-        assert_eq!(c.listen.port(), 8080);
         let d = Config::default();
+        assert_eq!(d.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert_eq!(d.backlog, 1024);
+        assert_eq!(d.workers, default_workers());
+        assert_eq!(d.io_model, IoModel::Reactor);
         assert_eq!(d.max_connections, 10_000);
         assert_eq!(d.max_header_bytes, 16384);
         assert_eq!(d.max_body_bytes, 26_214_400);
-        assert_eq!(d.queue_capacity, 1_000_000);
+        assert_eq!(d.header_timeout, Duration::from_secs(10));
+        assert_eq!(d.body_timeout, Duration::from_secs(30));
         assert_eq!(d.idle_timeout, Duration::from_secs(75));
+        assert_eq!(d.queue_capacity, 1_000_000);
+        assert_eq!(d.max_series, 1_000_000);
+        assert_eq!(d.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(d.auth_token, None);
+    }
+
+    #[test]
+    fn default_is_what_the_command_line_declares() {
+        // Every option on the command line with the value `--help` shows as its default
+        // (flags win over any METRICSTREAM_* a developer may have set).
+        let cmd = Config::command();
+        let mut args = vec!["metricstream".to_string()];
+        for arg in cmd.get_arguments() {
+            if let (Some(long), [default]) = (arg.get_long(), arg.get_default_values()) {
+                args.push(format!("--{long}={}", default.to_string_lossy()));
+            }
+        }
+        assert!(args.len() > 10, "{args:?}");
+        let from_flags = match Config::from_args(&args).unwrap() {
+            Startup::Run(c) => c,
+            Startup::Print(_) => panic!("unexpected help"),
+        };
+        assert_eq!(from_flags, Config::default());
     }
 
     #[test]
@@ -570,6 +413,44 @@ mod tests {
     fn bad_token_is_not_echoed() {
         let e = parse(&["--auth-token", "has space"]).unwrap_err();
         assert!(!e.to_string().contains("has space"));
+        assert!(e.to_string().contains("--auth-token"), "{e}");
+        let e = parse(&["--auth-token=also bad"]).unwrap_err();
+        assert!(!e.to_string().contains("also bad"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_and_unknown_words_name_flag_value_and_what_was_expected() {
+        let e = parse(&["--max-header-bytes", "255"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"255\" for --max-header-bytes: expected an integer in 256..=1048576"
+        );
+        let e = parse(&["--max-connections=1000001"]).unwrap_err();
+        assert!(
+            e.to_string().contains("\"1000001\" for --max-connections"),
+            "{e}"
+        );
+        let e = parse(&["--io-model", "Reactor"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"Reactor\" for --io-model: expected one of reactor, threadpool, blocking"
+        );
+        let e = parse(&["--shutdown-timeout", "86401"]).unwrap_err();
+        assert!(e.to_string().contains("0..=86400"), "{e}");
+        let e = parse(&["--header-timeout", "1e3"]).unwrap_err();
+        assert!(e.to_string().contains("--header-timeout"), "{e}");
+        // The bounds themselves are accepted.
+        let c = parse(&[
+            "--backlog",
+            "65535",
+            "--shutdown-timeout",
+            "0",
+            "--workers",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!((c.backlog, c.workers), (65535, 1));
+        assert_eq!(c.shutdown_timeout, Duration::ZERO);
     }
 
     #[test]

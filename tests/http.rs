@@ -371,6 +371,33 @@ fn bad_configuration_exits_2_naming_flag_and_value() {
             "METRICSTREAM_WORKERS",
         ),
         (&["--no-such-flag"], &[], "--no-such-flag"),
+        // Out of range, an unknown enum word, a bad duration: from the environment the
+        // variable is named, and the flag when both are set (the flag wins).
+        (
+            &[],
+            &[("METRICSTREAM_MAX_CONNECTIONS", "0")],
+            "invalid value \"0\" for METRICSTREAM_MAX_CONNECTIONS",
+        ),
+        (
+            &[],
+            &[("METRICSTREAM_IO_MODEL", "epoll")],
+            "invalid value \"epoll\" for METRICSTREAM_IO_MODEL",
+        ),
+        (
+            &[],
+            &[("METRICSTREAM_IDLE_TIMEOUT", "forever")],
+            "\"forever\" for METRICSTREAM_IDLE_TIMEOUT",
+        ),
+        (
+            &["--backlog=0"],
+            &[("METRICSTREAM_BACKLOG", "12")],
+            "invalid value \"0\" for --backlog",
+        ),
+        (
+            &[],
+            &[("METRICSTREAM_AUTH_TOKEN", "two words")],
+            "\"<hidden>\" for METRICSTREAM_AUTH_TOKEN",
+        ),
     ];
     for (args, env, needle) in cases {
         let (code, err) = run_expecting_exit(args, env);
@@ -385,6 +412,8 @@ fn bad_configuration_exits_2_naming_flag_and_value() {
             err
         );
     }
+    let (_, err) = run_expecting_exit(&[], &[("METRICSTREAM_AUTH_TOKEN", "two words")]);
+    assert!(!err.contains("two words"), "the token was echoed: {}", err);
     // The flag wins over the environment.
     let s = Server::start_with_env(&["--backlog", "77"], &[("METRICSTREAM_BACKLOG", "abc")]);
     assert_eq!(s.stats()["backlog_configured"], 77);

@@ -198,9 +198,50 @@ fn promtool_accepts_tricky_exposition() {
     assert!(!text.contains("state_phase"));
     assert_eq!(store.label_collisions(), 2);
 
-    let path =
-        std::env::temp_dir().join(format!("metricstream-promtool-{}.prom", std::process::id()));
-    std::fs::write(&path, &out).expect("write temp file");
+    promtool_check(&out, &text, "tricky");
+}
+
+/// The families the server renders for itself, every declared figure non-zero, after the
+/// user's series.
+#[test]
+fn promtool_accepts_the_servers_own_families() {
+    use metricstream::stats::{ServerInfo, Stats, own_families_with};
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = Stats::default();
+    for (i, cell) in stats.figure_cells().into_iter().enumerate() {
+        cell.store(i as u64 + 1, Relaxed);
+    }
+    for status in [204, 204, 400, 418] {
+        stats.count_response(status);
+    }
+    let info = ServerInfo {
+        io_model: "reactor",
+        listen_addr: "127.0.0.1:1".into(),
+        backlog_configured: 1024,
+        backlog_effective: 1024,
+        workers: 2,
+        listener_fd: None,
+    };
+    let own = own_families_with(&stats, &info, Some(4), 3, 1000);
+    let mut out = Vec::new();
+    render_metrics(&tricky_store(), &own, &mut out);
+    let text = String::from_utf8(out.clone()).expect("exposition is UTF-8");
+    assert!(text.contains("metricstream_timeouts_total{kind=\"write\"}"));
+    assert_eq!(
+        text.matches("# TYPE metricstream_timeouts_total counter")
+            .count(),
+        1
+    );
+    promtool_check(&out, &text, "own");
+}
+
+/// Runs `promtool check metrics` on `out`; skips with a notice when promtool is missing.
+fn promtool_check(out: &[u8], text: &str, name: &str) {
+    let path = std::env::temp_dir().join(format!(
+        "metricstream-promtool-{}-{name}.prom",
+        std::process::id()
+    ));
+    std::fs::write(&path, out).expect("write temp file");
     let stdin = std::fs::File::open(&path).expect("open temp file");
     let result = Command::new("promtool")
         .args(["check", "metrics"])

@@ -21,7 +21,7 @@ pub use batch::Batch;
 pub use queue::{Queue, Refused};
 
 use crate::log_limit::SharedLogLimiter;
-use crate::stats::{Stats, bump};
+use crate::stats::{QueueGauges, Stats, bump};
 use crate::tuning::APPLY_CHUNK;
 
 pub struct Pipeline {
@@ -140,6 +140,16 @@ impl Pipeline {
             // Batches own their arenas; dropping them here frees the memory on this thread.
             batches.clear();
         }
+    }
+}
+
+/// `/metrics` reads the queue's size through this, so `stats` needs no import of `ingest`.
+impl QueueGauges for Pipeline {
+    fn queue_points(&self) -> usize {
+        self.queue_depth()
+    }
+    fn queue_capacity_points(&self) -> usize {
+        self.queue_capacity()
     }
 }
 

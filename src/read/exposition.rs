@@ -14,24 +14,9 @@ use hashbrown::HashMap;
 use crate::ingest::aggregator::{FieldAgg, GroupView, LastValue, SeriesStore, escaped_measurement};
 use crate::read::names::{metric_name, resolve_labels};
 
-/// Prometheus type of one of the server's own families.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OwnKind {
-    Counter,
-    Gauge,
-}
-
-/// One of the server's own metric families. `name` and label names must already be valid
-/// Prometheus names (they are the server's constants); label values and `help` are escaped
-/// here. Samples with a non-finite value are skipped.
-#[derive(Clone, Debug)]
-pub struct OwnFamily<'a> {
-    pub name: &'a str,
-    pub help: &'a str,
-    pub kind: OwnKind,
-    /// `(labels, value)` per sample.
-    pub samples: Vec<(Vec<(&'a str, String)>, f64)>,
-}
+/// The server's own families are declared with its counters; re-exported for callers that
+/// render them.
+pub use crate::stats::{OwnFamily, OwnKind};
 
 /// Appends `text`, replacing each byte that has an entry in `escapes` by its escape.
 fn push_escaped(out: &mut Vec<u8>, text: &str, escapes: &[(u8, &[u8])]) {
