@@ -29,6 +29,7 @@ pub mod http;
 pub mod ingest;
 pub mod io_model;
 pub mod log_limit;
+pub mod names;
 pub mod net;
 pub mod read;
 pub mod routes;

@@ -258,7 +258,7 @@ pub struct Readings {
 impl Readings {
     /// Reads them now (a few syscalls and two /proc files: for `/stats`, never per write).
     pub fn sample(info: &ServerInfo) -> Readings {
-        let netstat = crate::net::listener::listen_counters();
+        let netstat = crate::sys::listen_counters();
         Readings {
             accept_queue_depth: Readings::accept_queue_depth(info),
             listen_overflows: netstat.map(|n| n.overflows),
@@ -269,8 +269,7 @@ impl Readings {
 
     /// The one reading `/metrics` exports: one `getsockopt`, no file read.
     pub fn accept_queue_depth(info: &ServerInfo) -> Option<u64> {
-        info.listener_fd
-            .and_then(crate::net::listener::accept_queue_depth)
+        info.listener_fd.and_then(crate::sys::accept_queue_depth)
     }
 }
 

@@ -1,5 +1,7 @@
-//! Process-wide resources the server tunes at start-up and reports in `/stats`: the
-//! descriptor limit (`RLIMIT_NOFILE`) and table, transparent huge pages, resident memory.
+//! Process-wide resources and kernel facts: what the server tunes at start-up (the
+//! descriptor limit `RLIMIT_NOFILE` and table, transparent huge pages) and what `/stats`
+//! reads from the kernel (resident memory, the listener's accept-queue length from
+//! `TCP_INFO`, `ListenOverflows`/`ListenDrops` from `/proc/net/netstat`).
 //!
 //! Plain system calls, no state; called from `main.rs` and `server.rs` before any thread
 //! that serves connections starts.
@@ -92,4 +94,94 @@ pub fn rss_bytes() -> Option<u64> {
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * u64::try_from(page).unwrap_or(4096))
+}
+
+/// The listener's current accept-queue length. On Linux a listening socket's `TCP_INFO`
+/// reports it in `tcpi_unacked` (and the backlog in `tcpi_sacked`).
+#[cfg(target_os = "linux")]
+pub fn accept_queue_depth(fd: std::os::fd::RawFd) -> Option<u64> {
+    // SAFETY: tcp_info is a plain C struct of integers, for which all-zero bytes are valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes of the sizes given; the kernel fills at
+    // most `len` bytes and updates `len`. A closed or reused fd just makes the call fail.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 || info.tcpi_state != 10 {
+        // 10 = TCP_LISTEN; anything else means the fd is no longer our listener.
+        return None;
+    }
+    Some(u64::from(info.tcpi_unacked))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn accept_queue_depth(_fd: std::os::fd::RawFd) -> Option<u64> {
+    None
+}
+
+/// System-wide `ListenOverflows` and `ListenDrops` from `/proc/net/netstat` (Linux).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenCounters {
+    pub overflows: u64,
+    pub drops: u64,
+}
+
+pub fn listen_counters() -> Option<ListenCounters> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    parse_netstat(&text)
+}
+
+/// Parses the `TcpExt:` header/value line pair of `/proc/net/netstat`.
+pub fn parse_netstat(text: &str) -> Option<ListenCounters> {
+    let mut lines = text.lines();
+    while let Some(header) = lines.next() {
+        let values = lines.next()?;
+        if !header.starts_with("TcpExt:") {
+            continue;
+        }
+        let mut out = ListenCounters::default();
+        let mut found = 0;
+        for (name, value) in header.split_whitespace().zip(values.split_whitespace()) {
+            match name {
+                "ListenOverflows" => {
+                    out.overflows = value.parse().ok()?;
+                    found += 1;
+                }
+                "ListenDrops" => {
+                    out.drops = value.parse().ok()?;
+                    found += 1;
+                }
+                _ => {}
+            }
+        }
+        return (found == 2).then_some(out);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netstat_pair_is_parsed() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPHPHits\n\
+                    TcpExt: 0 17 19 4\n\
+                    IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(
+            parse_netstat(text),
+            Some(ListenCounters {
+                overflows: 17,
+                drops: 19
+            })
+        );
+        assert_eq!(parse_netstat("IpExt: A\nIpExt: 1\n"), None);
+    }
 }

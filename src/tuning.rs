@@ -55,6 +55,15 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// Reads of small requests land here before being copied into exact-size vectors.
 pub const SCRATCH: usize = 64 * 1024;
 
+// ----- the worker pool (net/worker_pool.rs) ---------------------------------------------
+
+/// Most jobs a worker takes at once.
+pub const MAX_CHUNK: usize = 64;
+
+/// A worker publishes what it has finished at least this often, so one slow job (a large
+/// write) does not hold back the answers to the quick ones taken with it.
+pub const PUBLISH_EVERY: Duration = Duration::from_micros(500);
+
 // ----- reading into connection buffers (net/connection.rs) --------------------------------
 
 /// Spare capacity from which reads go straight into `input` instead of through scratch.

@@ -175,7 +175,7 @@ struct Group {
 }
 
 /// An unescaped `(tag key, tag value)` pair.
-pub use crate::read::names::Tag;
+pub use crate::names::Tag;
 
 /// One series group as the renderers see it.
 pub struct GroupView<'a> {
@@ -231,9 +231,8 @@ impl SeriesStore {
                 None if *limits.series_count >= limits.max_series => true,
                 None => {
                     let (_, tags) = parse_key(key);
-                    let dropped_labels = crate::read::names::resolve_labels(&tags)
-                        .1
-                        .min(u32::MAX as usize) as u32;
+                    let dropped_labels =
+                        crate::names::resolve_labels(&tags).1.min(u32::MAX as usize) as u32;
                     let mut group = Group {
                         key: key.into(),
                         fields: Vec::with_capacity(fields.len()),

@@ -25,6 +25,7 @@ use crate::app::App;
 use crate::app::Local;
 use crate::http::exchange::{self, Exchange, Progress};
 use crate::stats::bump;
+use crate::tuning::{MAX_CHUNK, PUBLISH_EVERY};
 
 /// One connection's bytes on their way to a worker.
 pub struct Job {
@@ -67,12 +68,6 @@ struct Shared {
     workers: usize,
     app: Arc<App>,
 }
-
-/// Most jobs a worker takes at once.
-const MAX_CHUNK: usize = 64;
-/// A worker publishes what it has finished at least this often, so one slow job (a large
-/// write) does not hold back the answers to the quick ones taken with it.
-const PUBLISH_EVERY: Duration = Duration::from_micros(500);
 
 pub struct WorkerPool {
     shared: Arc<Shared>,

@@ -12,7 +12,7 @@ use std::io::Write;
 use hashbrown::HashMap;
 
 use crate::ingest::aggregator::{FieldAgg, GroupView, LastValue, SeriesStore, escaped_measurement};
-use crate::read::names::{metric_name, resolve_labels};
+use crate::names::{metric_name, resolve_labels};
 
 /// The server's own families are declared with its counters; re-exported for callers that
 /// render them.
@@ -442,7 +442,7 @@ mod tests {
     use crate::ingest::aggregator::test_support::{
         TestPoint, V, arbitrary_store, batch, raw_point,
     };
-    use crate::read::names::label_name;
+    use crate::names::label_name;
     use proptest::prelude::*;
     use std::borrow::Cow;
 

@@ -151,7 +151,12 @@ impl DataDir {
 
     /// Loads the newest valid snapshot and replays the log after it (see [`recovery`]).
     pub fn recover(&self, max_series: usize) -> io::Result<Recovery> {
-        recovery::recover(self, max_series)
+        recovery::recover(
+            self.wal_dir(),
+            self.snapshot_dir(),
+            self.stats(),
+            max_series,
+        )
     }
 
     /// Starts the log thread after [`DataDir::recover`], delivering to `sink`.

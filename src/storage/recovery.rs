@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use crate::ingest::{Batch, SeriesStore};
 
-use super::dir::DataDir;
+use super::StorageStats;
 use super::record::{Kind, Lsn, Record};
 use super::segment::{self, Damage};
 use super::snapshot;
@@ -94,11 +94,15 @@ pub struct ReplayOutcome {
 }
 
 /// Loads the newest valid snapshot and replays the log after it into the store.
-pub fn recover(dir: &DataDir, max_series: usize) -> io::Result<Recovery> {
+pub fn recover(
+    wal_dir: &Path,
+    snapshot_dir: &Path,
+    stats: &StorageStats,
+    max_series: usize,
+) -> io::Result<Recovery> {
     let started = Instant::now();
-    let stats = dir.stats();
-    snapshot::remove_temp_files(dir.snapshot_dir());
-    let loaded = snapshot::load_newest(dir.snapshot_dir(), max_series)?;
+    snapshot::remove_temp_files(snapshot_dir);
+    let loaded = snapshot::load_newest(snapshot_dir, max_series)?;
     let mut report = RecoveryReport {
         snapshots_rejected: loaded.rejected.len(),
         ..RecoveryReport::default()
@@ -118,7 +122,7 @@ pub fn recover(dir: &DataDir, max_series: usize) -> io::Result<Recovery> {
         None => (SeriesStore::new(max_series), 0),
     };
     let mut applied_lsn = snap_lsn;
-    let outcome = replay(dir.wal_dir(), snap_lsn, true, |rec| {
+    let outcome = replay(wal_dir, snap_lsn, true, |rec| {
         match Kind::from_byte(rec.kind) {
             Some(Kind::Write) => {
                 let batch = Batch::decode(rec.payload).map_err(|e| e.to_string())?;
@@ -148,7 +152,7 @@ pub fn recover(dir: &DataDir, max_series: usize) -> io::Result<Recovery> {
         .fetch_add(outcome.corrupt_records, Relaxed);
     stats.recovered_points.fetch_add(report.points, Relaxed);
     stats.log_segments.store(
-        segment::list(dir.wal_dir()).map_or(0, |l| l.len() as u64),
+        segment::list(wal_dir).map_or(0, |l| l.len() as u64),
         Relaxed,
     );
     Ok(Recovery {

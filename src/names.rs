@@ -2,8 +2,10 @@
 //! field, label names from tag keys (sanitised, reserved `__` prefixes renamed, collisions
 //! resolved by original key order).
 //!
-//! Pure functions over byte strings, shared by `/metrics` and every exporter that must name
-//! series exactly as `/metrics` does. Imports nothing from the rest of the crate.
+//! Pure functions over byte strings, shared by `/metrics` (`read/`), the aggregator (which
+//! counts label collisions once per series) and every exporter that must name series
+//! exactly as `/metrics` does. A leaf: imports nothing from the rest of the crate, so
+//! neither `ingest/` nor `read/` depends on the other through it.
 
 use std::borrow::Cow;
 
