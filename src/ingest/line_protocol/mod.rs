@@ -25,7 +25,7 @@
 //!   and runs of digits end;
 //! - `value.rs`: [`FieldValue`] and the value syntaxes: integers, unsigned, floats (as Go's
 //!   `ParseFloat`), booleans, quoted strings;
-//! - `timestamp.rs`: [`Precision`], the unit of the timestamps in a body;
+//! - `timestamp.rs`: [`Precision`] and the timestamp at the end of a line;
 //! - `duplicates.rs`: repeated tag keys (an error) and field keys (the last value wins);
 //! - `error.rs`: [`ParseError`] and its messages, built only on the failure path;
 //! - `escape.rs`: the `unescape_*` functions for callers, and [`write_line`], the serialiser.

@@ -10,13 +10,10 @@ use super::duplicates::{check_tags, dedup_fields};
 use super::error::{Fail, Failure, ParseError, fail, make_error};
 use super::scan::{
     STOP_KEY, STOP_MEASUREMENT, STOP_VALUE, cr_ends_line, extend_over_inner_cr, find_class,
-    is_line_end, is_value_end, scan_digits, skip_whitespace, token_end,
+    is_line_end, is_value_end, skip_whitespace, token_end,
 };
-use super::timestamp::Precision;
-use super::value::{
-    FieldValue, apply_sign, digits_to_u64, find_closing_quote, parse_bool, parse_number,
-};
-use super::{MAX_NANO_TIME, MIN_NANO_TIME};
+use super::timestamp::{Precision, parse_timestamp};
+use super::value::{FieldValue, find_closing_quote, parse_bool, parse_number};
 
 /// One parsed point, borrowed from the body and from the parser's scratch vectors.
 #[derive(Clone, Copy, Debug)]
@@ -305,60 +302,11 @@ fn parse_point<'a>(
     dedup_fields(fields, order);
 
     // Timestamp (`i` is at the separating space).
-    i = skip_whitespace(b, i + 1);
-    if is_line_end(b, i) {
-        return Ok(Parsed {
-            measurement,
-            timestamp_ns: None,
-            end: i,
-            newlines,
-        });
-    }
-    let t_start = i;
-    let negative = b[i] == b'-';
-    if negative {
-        i += 1;
-    }
-    let d_start = i;
-    let (d_end, magnitude) = scan_digits(b, i, 0);
-    i = d_end;
-    // InfluxDB's scanTime stops only at a space or a line break.
-    let t_end = match b.get(i) {
-        Some(b' ') => i,
-        _ if is_line_end(b, i) => i,
-        _ => {
-            let t_end = find_class(b, i, STOP_VALUE);
-            return Err(fail(t_end, Fail::BadTimestamp(&b[t_start..t_end])));
-        }
-    };
-    let text = &b[t_start..t_end];
-    if d_start == t_end {
-        return Err(fail(t_end, Fail::BadTimestamp(text)));
-    }
-    let magnitude = if t_end - d_start <= 19 {
-        Some(magnitude)
-    } else {
-        digits_to_u64(&b[d_start..t_end])
-    };
-    let units = magnitude
-        .and_then(|magnitude| apply_sign(magnitude, negative))
-        .ok_or_else(|| fail(t_end, Fail::TimestampOutOfRange(text)))?;
-    let timestamp_ns = units
-        .checked_mul(nanos_per_unit)
-        .filter(|t| (MIN_NANO_TIME..=MAX_NANO_TIME).contains(t))
-        .ok_or_else(|| fail(t_end, Fail::TimestampOutOfRange(text)))?;
-    // Only spaces may follow the timestamp (parsePoint's trailing check).
-    i = t_end;
-    while b.get(i) == Some(&b' ') {
-        i += 1;
-    }
-    if !is_line_end(b, i) {
-        return Err(fail(i, Fail::TextAfterTimestamp));
-    }
+    let (timestamp_ns, end) = parse_timestamp(b, i, nanos_per_unit)?;
     Ok(Parsed {
         measurement,
-        timestamp_ns: Some(timestamp_ns),
-        end: i,
+        timestamp_ns,
+        end,
         newlines,
     })
 }
