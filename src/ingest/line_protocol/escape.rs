@@ -87,7 +87,7 @@ fn escape_into(out: &mut Vec<u8>, s: &[u8], special: &[u8]) {
 /// would escape the delimiter after it; InfluxDB 1.x has the same hole), a measurement
 /// starting with `#` (a comment) or with a tab or NUL (skipped as leading whitespace), a first
 /// field key starting with a tab or NUL, and NaN or infinite floats. Everything else
-/// round-trips through [`parse`] and the `unescape_*` functions.
+/// round-trips through [`parse`](super::parse) and the `unescape_*` functions.
 pub fn write_line(
     out: &mut Vec<u8>,
     measurement: &[u8],
