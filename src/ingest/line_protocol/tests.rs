@@ -1,8 +1,10 @@
 //! Unit tests and property tests of the line protocol parser. Cases settled against InfluxDB
 //! 1.x (`models/points.go`, 1.8 branch) name the behaviour they pin.
 
+use super::scan::{CLASS, STOP_KEY, STOP_MEASUREMENT, find_stop, scan_digits};
 use super::*;
 use proptest::prelude::*;
+use std::borrow::Cow;
 
 const DEFAULT_TS: i64 = 1_234_567_890;
 
