@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 use crate::ingest::Batch;
 use crate::log_limit::LogLimiter;
 
-use super::StorageStats;
 use super::file::{Fs, SegmentFile};
 use super::record::{Encoded, Lsn};
 use super::segment;
+use crate::stats::Stats;
 
 /// When the log is `fdatasync`ed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +107,9 @@ struct Shared<T> {
 /// the log is synced, and the thread is joined.
 pub struct Log<T: Send + 'static> {
     shared: Arc<Shared<T>>,
-    thread: Option<JoinHandle<()>>,
+    /// Taken by the first [`Log::close`]; a mutex so the log can be closed through a
+    /// shared reference (the server holds it in its shared context).
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn lock<P>(m: &Mutex<P>) -> MutexGuard<'_, P> {
@@ -122,7 +124,7 @@ impl<T: Send + 'static> Log<T> {
         opts: LogOptions,
         fs: F,
         sink: S,
-        stats: Arc<StorageStats>,
+        stats: Arc<Stats>,
     ) -> io::Result<Log<T>>
     where
         S: Sink<Ticket = T>,
@@ -155,7 +157,7 @@ impl<T: Send + 'static> Log<T> {
             .spawn(move || run(&s, writer, sink))?;
         Ok(Log {
             shared,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -193,10 +195,11 @@ impl<T: Send + 'static> Log<T> {
 
     /// Stops taking appends, writes and syncs what is pending, and joins the thread.
     /// Idempotent.
-    pub fn close(&mut self) {
+    pub fn close(&self) {
         lock(&self.shared.pending).closed = true;
         self.shared.ready.notify_one();
-        if let Some(t) = self.thread.take()
+        let thread = lock(&self.thread).take();
+        if let Some(t) = thread
             && t.join().is_err()
         {
             log::error!("the log thread panicked");
@@ -222,7 +225,7 @@ struct Writer<F: Fs> {
     dirty: bool,
     last_sync: Instant,
     opts: LogOptions,
-    stats: Arc<StorageStats>,
+    stats: Arc<Stats>,
     warn: LogLimiter,
 }
 
@@ -341,7 +344,7 @@ impl<F: Fs> Writer<F> {
         let mut written = seg.write_all_vectored(&mut slices);
         if written.is_ok() && self.opts.fsync == FsyncMode::Always {
             written = seg.sync_data();
-            self.stats.log_fsyncs.fetch_add(1, Relaxed);
+            self.stats.storage.log_fsyncs.fetch_add(1, Relaxed);
             self.last_sync = Instant::now();
         }
         if let Err(e) = written {
@@ -356,7 +359,7 @@ impl<F: Fs> Writer<F> {
         self.seg_len += total;
         self.next_lsn += group.len() as u64;
         self.dirty = self.opts.fsync != FsyncMode::Always;
-        self.stats.log_bytes.fetch_add(total, Relaxed);
+        self.stats.storage.log_bytes.fetch_add(total, Relaxed);
         Ok(())
     }
 
@@ -372,7 +375,7 @@ impl<F: Fs> Writer<F> {
         self.seg = Some(seg);
         self.seg_len = 0;
         self.cut_back_to = None;
-        self.stats.log_segments.store(
+        self.stats.storage.log_segments.store(
             segment::list(&self.wal_dir).map_or(0, |l| l.len() as u64),
             Relaxed,
         );
@@ -385,7 +388,7 @@ impl<F: Fs> Writer<F> {
         let Some(seg) = self.seg.as_mut() else {
             return;
         };
-        self.stats.log_fsyncs.fetch_add(1, Relaxed);
+        self.stats.storage.log_fsyncs.fetch_add(1, Relaxed);
         self.last_sync = Instant::now();
         match seg.sync_data() {
             Ok(()) => self.dirty = false,
