@@ -16,6 +16,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Every stderr line so far (the log).
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The data directory the harness gave the server (see [`Server::spawn_in`]); removed
+    /// after the server is stopped.
+    pub data: Option<TempDir>,
 }
 
 impl Server {
@@ -37,7 +40,9 @@ impl Server {
     }
 
     /// [`Server::spawn`] with the process's working directory set to `cwd` when given
-    /// (the test's own working directory otherwise).
+    /// (the test's own working directory otherwise). Unless the test chose a data
+    /// directory or `--memory-only` (flag or variable), the server gets its own temporary
+    /// `--data-dir`, so no test writes into the working directory.
     pub fn spawn_in(
         cwd: Option<&std::path::Path>,
         wrapper: &[&str],
@@ -54,6 +59,19 @@ impl Server {
         };
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        let chose = |flag: &str| {
+            args.iter()
+                .any(|a| *a == flag || a.strip_prefix(flag).is_some_and(|r| r.starts_with('=')))
+        };
+        let data = (!chose("--data-dir")
+            && !chose("--memory-only")
+            && !env
+                .iter()
+                .any(|(k, _)| *k == "METRICSTREAM_DATA_DIR" || *k == "METRICSTREAM_MEMORY_ONLY"))
+        .then(|| TempDir::new("server"));
+        if let Some(d) = &data {
+            cmd.arg("--data-dir").arg(d.join("data"));
         }
         cmd.args(args)
             .env("RUST_LOG", "info")
@@ -92,7 +110,12 @@ impl Server {
                 panic!("server did not start: {:?}", log.lock().unwrap());
             }
         };
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            log,
+            data,
+        }
     }
 
     pub fn pid(&self) -> i32 {
