@@ -138,7 +138,7 @@ impl<T: Send + 'static> Log<T> {
             }),
             ready: Condvar::new(),
         });
-        let writer = Writer {
+        let mut writer = Writer {
             fs,
             wal_dir,
             seg: None,
@@ -151,6 +151,11 @@ impl<T: Send + 'static> Log<T> {
             stats,
             warn: LogLimiter::new(Duration::from_secs(10)),
         };
+        // The first segment is created now, not at the first write: a directory the log
+        // cannot write in is a start-up error rather than a refused first write, the first
+        // write does not pay for a file creation and a directory sync, and the server's
+        // descriptors stay the same from start-up on.
+        writer.rotate()?;
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("log".into())
