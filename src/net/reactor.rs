@@ -687,6 +687,11 @@ impl Reactor {
             }
         }
         let progress = after_ack(ack.result.is_ok(), t.close, t.more);
+        if let Progress::NeedMore { min_len, .. } = progress {
+            // What the engine asked for before this request (its body, say) no longer
+            // applies: the next request may be a single byte away.
+            self.conns[key].min_len = u32::try_from(min_len).unwrap_or(u32::MAX);
+        }
         self.feed(key, now, |life, _, ctx| life.on_complete(progress, ctx));
     }
 
