@@ -1,6 +1,10 @@
 //! The shared context every request handler reaches ([`App`]: configuration, counters,
 //! the ingestion pipeline) and the scratch each serving thread keeps ([`Local`]).
 //!
+//! With the write log on, `App` also holds its handle ([`Durable`]), and a write handler
+//! leaves the validated batch on `Local::durable` for its serving thread to append once the
+//! deferred `204` is encoded.
+//!
 //! `App` is built once by `server.rs` and shared read-mostly (`Arc`) by the reactor, the
 //! workers and the comparison I/O models; `Local` is owned by one thread and reused by every
 //! request it serves, so a steady-state request allocates nothing.
@@ -9,6 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::Config;
+use crate::durable::{DeferredWrite, Durable};
 use crate::http::response::ResponseWriter;
 use crate::ingest::Pipeline;
 use crate::stats::{ServerInfo, Stats};
@@ -19,6 +24,8 @@ pub struct App {
     pub stats: Arc<Stats>,
     pub info: ServerInfo,
     pub pipeline: Arc<Pipeline>,
+    /// The write log; `None` under `--memory-only` (writes are queued directly).
+    pub durable: Option<Durable>,
 }
 
 impl App {
@@ -41,6 +48,7 @@ impl App {
             config,
             stats,
             pipeline,
+            durable: None,
         })
     }
 }
@@ -51,6 +59,8 @@ pub struct Local {
     pub body: Vec<u8>,
     pub ingest: crate::ingest::write::IngestScratch,
     pub now: SystemTime,
+    /// A write the last request left for the write log (its answer is deferred).
+    pub durable: Option<DeferredWrite>,
 }
 
 impl Local {
@@ -60,6 +70,7 @@ impl Local {
             body: Vec::new(),
             ingest: Default::default(),
             now: SystemTime::UNIX_EPOCH,
+            durable: None,
         }
     }
 

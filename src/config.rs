@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -32,6 +33,24 @@ impl IoModel {
             IoModel::Reactor => "reactor",
             IoModel::Threadpool => "threadpool",
             IoModel::Blocking => "blocking",
+        }
+    }
+}
+
+/// When the write log is `fdatasync`ed (SPEC.md "Durability").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Fsync {
+    /// A write is acknowledged only after the sync that covers it (group commit).
+    Always,
+    /// Acknowledged once written to the log; the log is synced every second.
+    Interval,
+}
+
+impl Fsync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::Interval => "interval",
         }
     }
 }
@@ -126,6 +145,31 @@ pub struct Config {
     #[arg(long = "auth-token", env = "METRICSTREAM_AUTH_TOKEN", value_name = "TOKEN",
         hide_env_values = true, value_parser = token)]
     pub auth_token: Option<String>,
+
+    /// Directory of the write log and snapshots (created if missing; one server at a time)
+    #[arg(long = "data-dir", env = "METRICSTREAM_DATA_DIR", value_name = "DIR",
+        default_value = "metricstream-data", value_parser = path)]
+    pub data_dir: PathBuf,
+
+    /// When the write log is synced: always (before each 204, group commit) or interval (every second)
+    #[arg(
+        long,
+        env = "METRICSTREAM_FSYNC",
+        value_name = "MODE",
+        default_value = "always",
+        value_enum
+    )]
+    pub fsync: Fsync,
+
+    /// No write log and no snapshots: series live in memory only (to measure the I/O core)
+    #[arg(long = "memory-only", env = "METRICSTREAM_MEMORY_ONLY",
+        action = clap::ArgAction::SetTrue, value_parser = boolean)]
+    pub memory_only: bool,
+
+    /// Seconds between snapshots of the aggregates, 1..=86400 (bounds how much log a restart replays)
+    #[arg(long = "snapshot-interval", env = "METRICSTREAM_SNAPSHOT_INTERVAL", value_name = "SECS",
+        default_value = "60", value_parser = whole_secs(1..=86_400))]
+    pub snapshot_interval: Duration,
 }
 
 impl Default for Config {
@@ -178,6 +222,31 @@ fn secs(lo: f64, hi: f64) -> impl Fn(&str) -> Result<Duration, String> + Clone +
             Ok(x) if plain && (lo..=hi).contains(&x) => Ok(Duration::from_secs_f64(x)),
             _ => Err(format!("a number of seconds in {}..={}", lo, hi)),
         }
+    }
+}
+
+/// Whole seconds within `range`.
+fn whole_secs(
+    range: RangeInclusive<u64>,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+    let n = int::<u64>(range);
+    move |s: &str| n(s).map(Duration::from_secs)
+}
+
+/// A non-empty path.
+fn path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("a directory path".to_string());
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// A switch's value from the environment: exactly `true`, `false`, `1` or `0`.
+fn boolean(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("one of true, false, 1, 0".to_string()),
     }
 }
 
@@ -342,6 +411,50 @@ mod tests {
         assert_eq!(d.max_series, 1_000_000);
         assert_eq!(d.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(d.auth_token, None);
+        assert_eq!(d.data_dir, PathBuf::from("metricstream-data"));
+        assert_eq!(d.fsync, Fsync::Always);
+        assert!(!d.memory_only);
+        assert_eq!(d.snapshot_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn durability_flags_parse_and_bad_values_name_the_flag() {
+        let c = parse(&[
+            "--data-dir",
+            "/tmp/x",
+            "--fsync",
+            "interval",
+            "--memory-only",
+            "--snapshot-interval",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.fsync, Fsync::Interval);
+        assert!(c.memory_only);
+        assert_eq!(c.snapshot_interval, Duration::from_secs(5));
+        let e = parse(&["--fsync", "sometimes"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"sometimes\" for --fsync: expected one of always, interval"
+        );
+        let e = parse(&["--snapshot-interval", "0"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"0\" for --snapshot-interval: expected an integer in 1..=86400"
+        );
+        let e = parse(&["--data-dir", ""]).unwrap_err();
+        assert!(e.to_string().contains("--data-dir"), "{e}");
+    }
+
+    #[test]
+    fn memory_only_switch_values() {
+        for (v, want) in [("true", true), ("1", true), ("false", false), ("0", false)] {
+            assert_eq!(boolean(v), Ok(want));
+        }
+        for v in ["yes", "on", "", "TRUE2"] {
+            assert!(boolean(v).is_err(), "{v}");
+        }
     }
 
     #[test]

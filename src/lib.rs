@@ -13,9 +13,17 @@
 //!    SO_REUSEADDR, v4/v6)                    connection.rs, timer.rs)              ▼
 //!                                                 ▲                       worker_pool.rs
 //!                                                 │ one Waker per batch     exchange.rs: http/ (httparse,
-//!                                                 └──── Done (bytes) ◀──── framing) → routes.rs
-//!                                                        reactor writes
+//!                                                 ├──── Done (bytes) ◀──── framing) → routes.rs
+//!                                                 │                                   │ write: Batch
+//!                                                 │                                   ▼
+//!                                                 └──── Ack ◀── durable.rs ◀── storage/ log thread
+//!                                                 reactor writes      (one writev + fdatasync
+//!                                                 the held 204         per group) ──▶ ingest/ queue
+//!                                                                                  ──▶ aggregator
 //! ```
+//!
+//! A write's `204` leaves only once the write log holds it (`durable.rs` carries the
+//! hand-off; `--memory-only` skips the log and queues directly).
 //!
 //! `config.rs` turns flags and environment into a [`Config`]; `server.rs` starts the chosen
 //! I/O model (the reactor, or one of the comparison models in `io_model/`, which serve each
@@ -25,6 +33,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod durable;
 pub mod http;
 pub mod ingest;
 pub mod io_model;

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match metricstream::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{}", e);
+            // One line, whatever RUST_LOG says (not also a log line: scripts read it).
             eprintln!("metricstream: {}", e);
             ExitCode::from(1)
         }

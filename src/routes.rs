@@ -13,11 +13,12 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::{App, Local};
+use crate::durable::DeferredWrite;
 use crate::http::request::{BodyFraming, ContentEncoding, Method, RequestHead};
 use crate::http::response::ResponseWriter;
 pub use crate::http::service::Reply;
 use crate::http::service::{Limits, RouteId, Service};
-use crate::ingest::write::WriteError;
+use crate::ingest::write::{self, WriteError};
 use crate::log_limit::SharedLogLimiter;
 use crate::read::series::SeriesFilter;
 use crate::stats::bump;
@@ -53,6 +54,9 @@ pub struct Route {
     /// Methods whose body carries data; on the others only a small body is tolerated.
     pub takes_body: &'static [Method],
     pub shape: Shape,
+    /// With the write log on, the handler may defer its answer until the log holds the
+    /// write ([`Reply::defer`]).
+    pub defers: bool,
     pub handler: Handler,
 }
 
@@ -68,6 +72,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: false,
         takes_body: NONE,
         shape: Shape::V1,
+        defers: false,
         handler: ping,
     },
     Route {
@@ -76,6 +81,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: false,
         takes_body: NONE,
         shape: Shape::V1,
+        defers: false,
         handler: health,
     },
     Route {
@@ -84,6 +90,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: POST,
         shape: Shape::V1,
+        defers: true,
         handler: write_v1,
     },
     Route {
@@ -92,6 +99,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: POST,
         shape: Shape::V2,
+        defers: true,
         handler: write_v2,
     },
     Route {
@@ -100,6 +108,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: POST,
         shape: Shape::V1,
+        defers: false,
         handler: query,
     },
     Route {
@@ -108,6 +117,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: NONE,
         shape: Shape::V1,
+        defers: false,
         handler: metrics,
     },
     Route {
@@ -116,6 +126,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: NONE,
         shape: Shape::V1,
+        defers: false,
         handler: series,
     },
     Route {
@@ -124,6 +135,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: NONE,
         shape: Shape::V1,
+        defers: false,
         handler: stats,
     },
 ];
@@ -137,6 +149,7 @@ const DEBUG_ROUTES: &[Route] = &[Route {
     needs_auth: true,
     takes_body: NONE,
     shape: Shape::V1,
+    defers: false,
     handler: debug_panic,
 }];
 #[cfg(not(debug_assertions))]
@@ -224,6 +237,10 @@ impl Service for App {
 
     fn route_error_shape(&self, route_id: RouteId) -> Shape {
         route(route_id).shape
+    }
+
+    fn defers(&self, route_id: RouteId) -> bool {
+        self.durable.is_some() && route(route_id).defers
     }
 
     fn error(&self, shape: Shape, status: u16, message: &str, body: &mut Vec<u8>) -> Reply {
@@ -375,12 +392,16 @@ fn debug_panic(_: &App, _: &mut Local, _: &Request<'_>) -> Reply {
     panic!("GET /debug/panic asked for a panic");
 }
 
-/// `POST /write` and `POST /api/v2/write`: parse the whole body, queue all of it or none.
+/// `POST /write` and `POST /api/v2/write`: parse the whole body, then take all of it or
+/// none. With the write log: reserve queue room for it (or `503`), leave the batch on
+/// `Local::durable` and answer a deferred `204`, which leaves once the log holds the
+/// write (the serving thread appends it). Under `--memory-only`: queue it and answer.
 fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
     let Local {
         body: out,
         ingest: scratch,
         now,
+        durable,
         ..
     } = local;
     let result = crate::ingest::write::parse_params(req.head.query, v2).and_then(|params| {
@@ -388,19 +409,33 @@ fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        crate::ingest::write::write(
-            &app.pipeline,
-            &app.stats,
-            scratch,
-            req.body,
-            req.head.content_encoding == ContentEncoding::Gzip,
-            &params,
-            now_ns,
-            app.config.max_body_bytes,
-        )
+        let gzip = req.head.content_encoding == ContentEncoding::Gzip;
+        let max_body = app.config.max_body_bytes;
+        if app.durable.is_none() {
+            let (pipeline, stats) = (&app.pipeline, &app.stats);
+            return write::write(
+                pipeline, stats, scratch, req.body, gzip, &params, now_ns, max_body,
+            )
+            .map(|_| None);
+        }
+        let batch = write::parse(
+            &app.stats, scratch, req.body, gzip, &params, now_ns, max_body,
+        )?;
+        if batch.is_empty() {
+            // Nothing to log (a body of comments): answered at once.
+            return Ok(None);
+        }
+        app.pipeline
+            .reserve(batch.len())
+            .map_err(|why| write::unavailable(&app.pipeline, why))?;
+        Ok(Some(batch))
     });
     match result {
-        Ok(_) => Reply::empty(204),
+        Ok(None) => Reply::empty(204),
+        Ok(Some(batch)) => {
+            *durable = Some(DeferredWrite { batch, v2 });
+            Reply::empty(204).deferred()
+        }
         Err(e) => {
             let status = e.status();
             let (message, line) = match e {

@@ -1,27 +1,40 @@
 //! Start-up and shutdown: from a validated [`Config`] to a running I/O model and back.
 //!
-//! Raises the fd limit, binds the listener, builds the shared [`App`], runs the chosen I/O
-//! model until a graceful shutdown completes, then logs the shutdown summary. The order of
-//! shutdown matters for the "204 means aggregated" promise: the I/O model stops taking
-//! requests and finishes those in flight first, and only then is the pipeline drained.
+//! Raises the fd limit; unless `--memory-only`, opens and locks the data directory,
+//! recovers the aggregates (newest snapshot + log replay), starts the aggregator from them
+//! and the write log after them; only then binds the listener, builds the shared [`App`]
+//! and runs the chosen I/O model until a graceful shutdown completes.
+//!
+//! The order of shutdown matters for the "204 means on disk" promise: the I/O model stops
+//! taking requests and finishes those in flight first; then the log is closed (what is
+//! pending is written, synced and queued), the pipeline drained, and a final snapshot
+//! written; the directory lock is released last. A snapshot thread meanwhile writes one
+//! every `--snapshot-interval`; its failures are logged, never fatal.
 
 use std::fmt;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::app::App;
-use crate::config::{Config, IoModel};
+use crate::config::{Config, Fsync, IoModel};
+use crate::durable::{AckList, Durable, DurableSink};
 use crate::ingest::Pipeline;
 use crate::io_model;
+use crate::log_limit::LogLimiter;
 use crate::net::listener;
 use crate::net::reactor::Reactor;
 use crate::stats::{ServerInfo, Stats};
+use crate::storage::{DataDir, FsyncMode, LogOptions, Recovery};
 
 #[derive(Debug)]
 pub enum ServerError {
     Bind(std::net::SocketAddr, std::io::Error),
     Io(&'static str, std::io::Error),
+    /// The data directory could not be opened, locked or recovered (one line, exit 1).
+    Storage(String),
 }
 
 impl fmt::Display for ServerError {
@@ -29,6 +42,7 @@ impl fmt::Display for ServerError {
         match self {
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {}: {}", addr, e),
             ServerError::Io(what, e) => write!(f, "{}: {}", what, e),
+            ServerError::Storage(what) => f.write_str(what),
         }
     }
 }
@@ -58,6 +72,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
 
     crate::sys::reserve_fd_table(config.max_connections + 256);
+    let stats = Arc::new(Stats::default());
+    // Everything acknowledged before a crash is back in the aggregates before we listen.
+    let storage = if config.memory_only {
+        None
+    } else {
+        Some(open_storage(&config, &stats)?)
+    };
     let nonblocking = config.io_model == IoModel::Reactor;
     let bound = listener::bind(config.listen, config.backlog, nonblocking)
         .map_err(|e| ServerError::Bind(config.listen, e))?;
@@ -68,7 +89,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             bound.backlog_effective
         );
     }
-    let stats = Arc::new(Stats::default());
     let info = ServerInfo {
         io_model: config.io_model.as_str(),
         listen_addr: bound.local_addr.to_string(),
@@ -99,14 +119,38 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             "off"
         },
     );
-    let pipeline = Pipeline::start(config.queue_capacity, config.max_series, Arc::clone(&stats))
-        .map_err(|e| ServerError::Io("starting the aggregator", e))?;
+    let (pipeline, durable, storage) = match storage {
+        None => {
+            let pipeline =
+                Pipeline::start(config.queue_capacity, config.max_series, Arc::clone(&stats))
+                    .map_err(|e| ServerError::Io("starting the aggregator", e))?;
+            (pipeline, None, None)
+        }
+        Some((dir, recovery)) => {
+            let loaded = recovery.report.snapshot.as_ref().map(|(_, lsn)| *lsn);
+            let (pipeline, durable) = start_durable(&config, &stats, &dir, recovery)?;
+            (pipeline, Some(durable), Some((dir, loaded)))
+        }
+    };
     let app = Arc::new(App {
         config: config.clone(),
         stats: Arc::clone(&stats),
         info,
         pipeline: Arc::clone(&pipeline),
+        durable,
     });
+    let snapshots = match &storage {
+        Some((dir, loaded)) => Some(
+            Snapshotter::start(
+                Arc::clone(dir),
+                Arc::clone(&pipeline),
+                config.snapshot_interval,
+                *loaded,
+            )
+            .map_err(|e| ServerError::Io("starting the snapshot thread", e))?,
+        ),
+        None => None,
+    };
 
     let forced = match config.io_model {
         IoModel::Reactor => {
@@ -122,10 +166,19 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             .map_err(|e| ServerError::Io("blocking I/O model failed", e))?,
     };
 
-    // Every request is answered or abandoned by now, so nothing new can be queued: drain
-    // what was acknowledged into the aggregates.
+    // Every request is answered or abandoned by now, so nothing new can be logged or
+    // queued: write out the log, drain what was acknowledged into the aggregates, and
+    // snapshot them.
+    if let Some(durable) = &app.durable {
+        durable.close();
+    }
     let queued_at_stop = pipeline.queue_depth();
     let drained = pipeline.drain_and_stop();
+    if let (Some(s), Some((dir, _))) = (snapshots, &storage) {
+        let mut last = s.stop();
+        let mut warn = LogLimiter::new(Duration::from_secs(10));
+        snapshot(dir, &pipeline, &mut last, &mut warn);
+    }
     let rq = &stats.requests;
     let io = &stats.io;
     let pl = &stats.pipeline;
@@ -144,4 +197,167 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         io.bytes_written.load(Relaxed),
     );
     Ok(())
+}
+
+/// Opens and locks the data directory and recovers what it holds. The errors are the one
+/// line the server exits 1 with.
+fn open_storage(
+    config: &Config,
+    stats: &Arc<Stats>,
+) -> Result<(Arc<DataDir>, Recovery), ServerError> {
+    let dir = DataDir::open_with_stats(&config.data_dir, Arc::clone(stats))
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
+    let recovery = dir.recover(config.max_series).map_err(|e| {
+        ServerError::Storage(format!(
+            "data directory {}: recovery failed: {}",
+            config.data_dir.display(),
+            e
+        ))
+    })?;
+    log::info!(
+        "data directory {}: {}",
+        config.data_dir.display(),
+        recovery.report
+    );
+    Ok((Arc::new(dir), recovery))
+}
+
+/// Starts the aggregator from the recovered aggregates and the write log after them.
+fn start_durable(
+    config: &Config,
+    stats: &Arc<Stats>,
+    dir: &DataDir,
+    recovery: Recovery,
+) -> Result<(Arc<Pipeline>, Durable), ServerError> {
+    let fsync = match config.fsync {
+        Fsync::Always => FsyncMode::Always,
+        Fsync::Interval => FsyncMode::Interval(crate::tuning::LOG_SYNC_INTERVAL),
+    };
+    let opts = LogOptions {
+        fsync,
+        ..LogOptions::default()
+    };
+    let Recovery {
+        store,
+        applied_lsn,
+        next_lsn,
+        report,
+    } = recovery;
+    let pipeline =
+        Pipeline::start_from(store, applied_lsn, config.queue_capacity, Arc::clone(stats))
+            .map_err(|e| ServerError::Io("starting the aggregator", e))?;
+    // The store went to the aggregator; the log needs only where to continue.
+    let rest = Recovery {
+        store: crate::ingest::SeriesStore::new(0),
+        applied_lsn,
+        next_lsn,
+        report,
+    };
+    let acks = Arc::new(AckList::new(Arc::clone(stats)));
+    let sink = DurableSink::new(Arc::clone(&pipeline), Arc::clone(&acks));
+    let log = dir
+        .start_log(&rest, opts, sink)
+        .map_err(|e| ServerError::Io("starting the write log", e))?;
+    log::info!(
+        "write log in {} (--fsync {}, snapshots every {:?})",
+        dir.wal_dir().display(),
+        config.fsync.as_str(),
+        config.snapshot_interval
+    );
+    Ok((pipeline, Durable::new(log, acks)))
+}
+
+/// Writes a snapshot of the aggregates unless they are unchanged since `last` (the LSN
+/// of the last one). Encoding happens under the store lock (a memory copy), the file
+/// work outside it. Failures are logged (rate-limited) and never fatal: the log still
+/// holds everything, a later snapshot tries again.
+fn snapshot(dir: &DataDir, pipeline: &Pipeline, last: &mut Option<u64>, warn: &mut LogLimiter) {
+    let started = Instant::now();
+    let encoded = pipeline.with_applied(|store, lsn| {
+        (*last != Some(lsn)).then(|| (lsn, DataDir::encode_snapshot(store, lsn)))
+    });
+    let Some((lsn, bytes)) = encoded else {
+        return;
+    };
+    match dir.write_snapshot(lsn, &bytes, None) {
+        Ok(p) => {
+            *last = Some(lsn);
+            log::debug!(
+                "snapshot {} ({} bytes, LSN {}) in {:.3} s",
+                p.path.display(),
+                p.bytes,
+                lsn,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Err(e) => {
+            if let Some(suppressed) = warn.check(Instant::now()) {
+                log::error!(
+                    "snapshot of the aggregates in {} failed: {} (the log still holds every write; {} similar errors suppressed)",
+                    dir.snapshot_dir().display(),
+                    e,
+                    suppressed
+                );
+            }
+        }
+    }
+}
+
+/// The thread that snapshots the aggregates every `--snapshot-interval`, and stops
+/// promptly when asked.
+struct Snapshotter {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    /// Returns the LSN of the last snapshot it wrote (or the one loaded at start-up).
+    thread: JoinHandle<Option<u64>>,
+}
+
+impl Snapshotter {
+    fn start(
+        dir: Arc<DataDir>,
+        pipeline: Arc<Pipeline>,
+        every: Duration,
+        loaded: Option<u64>,
+    ) -> std::io::Result<Snapshotter> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("snapshots".into())
+            .spawn(move || {
+                let mut warn = LogLimiter::new(Duration::from_secs(10));
+                // Nothing new since the snapshot loaded at start-up: nothing to write.
+                let mut last = loaded;
+                let (lock, cv) = &*s;
+                loop {
+                    let deadline = Instant::now() + every;
+                    let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    while !*stopped {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        stopped = cv
+                            .wait_timeout(stopped, left)
+                            .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+                    }
+                    if *stopped {
+                        return last;
+                    }
+                    drop(stopped);
+                    snapshot(&dir, &pipeline, &mut last, &mut warn);
+                }
+            })?;
+        Ok(Snapshotter { stop, thread })
+    }
+
+    /// Stops the thread (a snapshot under way finishes first) and joins it. Returns the
+    /// LSN of the newest snapshot on disk, if known.
+    fn stop(self) -> Option<u64> {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        self.thread.join().unwrap_or_else(|_| {
+            log::error!("the snapshot thread panicked");
+            None
+        })
+    }
 }

@@ -188,6 +188,23 @@ stats_table! {
         worker_queue_depth: Gauge "metricstream_worker_queue_depth",
             "Jobs waiting for a worker.";
     }
+
+    /// Written by the write log thread, snapshots and recovery (`storage::StorageStats`);
+    /// zero under `--memory-only`.
+    storage: StorageCounters {
+        log_bytes: Counter "metricstream_log_bytes_total",
+            "Bytes appended to the write log since start.";
+        log_segments: Gauge "metricstream_log_segments",
+            "Write log segment files on disk now.";
+        log_fsyncs: Counter "metricstream_log_fsyncs_total",
+            "fdatasync calls on the write log since start.";
+        log_corrupt_records: Counter "metricstream_log_corrupt_records_total",
+            "Damaged log records skipped at start-up (a torn tail not counted).";
+        snapshot_last_unix: Gauge "metricstream_snapshot_last_unix_seconds",
+            "Wall-clock time of the last snapshot written or loaded (0: none).";
+        recovered_points: Gauge "metricstream_recovered_points",
+            "Points replayed from the write log at start-up.";
+    }
 }
 
 /// Statuses counted individually in `responses_by_status`; others land in `other`.
@@ -491,6 +508,12 @@ mod tests {
             "timeouts_header",
             "timeouts_body",
             "timeouts_idle",
+            "log_bytes",
+            "log_segments",
+            "log_fsyncs",
+            "log_corrupt_records",
+            "snapshot_last_unix",
+            "recovered_points",
         ] {
             assert!(v.get(field).is_some(), "missing {}", field);
         }
@@ -518,6 +541,12 @@ mod tests {
             "io_model",
             "label_collisions",
             "listen_addr",
+            "log_bytes",
+            "log_corrupt_records",
+            "log_fsyncs",
+            "log_segments",
+            "recovered_points",
+            "snapshot_last_unix",
             "listen_drops",
             "listen_overflows",
             "points_accepted",

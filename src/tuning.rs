@@ -94,3 +94,8 @@ pub const APPLY_CHUNK: usize = 16;
 /// second at most, the log directory holds a few files per snapshot interval, and recovery
 /// reads one segment into memory at a time.
 pub const LOG_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// How often `--fsync interval` syncs the log while it holds unsynced writes: SPEC.md
+/// promises "synced every second", so a power loss costs at most about this much of
+/// acknowledged writes.
+pub const LOG_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

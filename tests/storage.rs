@@ -165,7 +165,7 @@ fn group_commit_from_many_threads() {
     let rec = dir.recover(1 << 20).expect("recover");
     assert_eq!(rec.next_lsn, 1);
     let (sink, seen, rx) = sink();
-    let mut log = dir
+    let log = dir
         .start_log(&rec, opts(FsyncMode::Always), sink)
         .expect("start");
     const THREADS: u32 = 8;
@@ -232,7 +232,7 @@ fn interval_mode_syncs_on_its_own_and_at_close() {
     let dir = DataDir::open(tmp.path()).expect("open");
     let rec = dir.recover(100).expect("recover");
     let (sink, _seen, rx) = sink();
-    let mut log = dir
+    let log = dir
         .start_log(
             &rec,
             opts(FsyncMode::Interval(Duration::from_millis(50))),
@@ -318,7 +318,7 @@ fn disk_errors_fail_the_write_apply_nothing_and_the_log_recovers() {
     let rec = dir.recover(100).expect("recover");
     let faults = Faults::default();
     let (sink, seen, rx) = sink();
-    let mut log = dir
+    let log = dir
         .start_log_on(
             &rec,
             opts(FsyncMode::Always),
@@ -375,7 +375,7 @@ fn log_with(tmp: &Path, n: u64, segment_bytes: u64) -> SeriesStore {
     let dir = DataDir::open(tmp).expect("open");
     let rec = dir.recover(1000).expect("recover");
     let (sink, seen, rx) = sink();
-    let mut log = dir
+    let log = dir
         .start_log(
             &rec,
             LogOptions {
@@ -457,7 +457,7 @@ fn torn_and_truncated_tails_are_cut_with_a_warning() {
         );
         // Appending after the cut, then recovering again: clean.
         let (sink, _seen, rx) = sink();
-        let mut log = dir
+        let log = dir
             .start_log(&rec, opts(FsyncMode::Always), sink)
             .expect("start");
         assert_eq!(append_each(&log, &rx, [(9, batch(4, 9, 2))]), [Ok(10)]);
@@ -563,7 +563,7 @@ fn snapshot_plus_replay_equals_everything_applied_in_order() {
     let dir = DataDir::open(tmp.path()).expect("open");
     let rec = dir.recover(1000).expect("recover");
     let (sink, seen, rx) = sink();
-    let mut log = dir
+    let log = dir
         .start_log(
             &rec,
             LogOptions {

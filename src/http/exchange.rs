@@ -47,6 +47,12 @@ pub enum Progress {
     /// body): half-close and drain briefly instead of resetting the connection, so the
     /// client gets to read the error.
     Close { linger: bool },
+    /// The last response in `output` is a deferred one ([`Reply::defer`]) and the only
+    /// response there: hold it (and the connection: nothing read, nothing dispatched) until
+    /// the deferred work completes, then write it, or replace it with an error. It is not
+    /// counted yet. `close` is what keep-alive decided for it; the input holds only what
+    /// follows the request (any pipelined requests, unanswered).
+    AwaitDurable { close: bool },
 }
 
 /// Per-connection HTTP state between two calls. Boxed, so an idle connection holds one
@@ -120,7 +126,11 @@ pub fn replay<S: Service>(svc: &S, reads: &[&[u8]], now: SystemTime) -> (Vec<u8>
                     break;
                 }
                 Progress::WriteFirst => continue,
-                Progress::Close { .. } => return (written, true),
+                // No durable work in a socketless replay: the held answer stands as is.
+                Progress::AwaitDurable { close: false } => continue,
+                Progress::Close { .. } | Progress::AwaitDurable { close: true } => {
+                    return (written, true);
+                }
             }
         }
     }
@@ -215,10 +225,11 @@ fn run<S: Service>(
 fn finish(ex: &mut Exchange, input: &mut Vec<u8>, cursor: usize, progress: Progress) {
     match progress {
         Progress::Close { .. } => input.clear(),
-        Progress::WriteFirst if cursor < input.len() - cursor => {
+        // A held request (stopped before a deferring route) keeps `ex` for itself.
+        Progress::WriteFirst if ex.held.is_none() && cursor < input.len() - cursor => {
             ex.held = Some(Box::new(Held::Answered(cursor)));
         }
-        Progress::WriteFirst | Progress::NeedMore { .. } => {
+        Progress::WriteFirst | Progress::NeedMore { .. } | Progress::AwaitDurable { .. } => {
             input.drain(..cursor);
         }
     }
@@ -264,6 +275,11 @@ fn serve<S: Service>(
                     return progress;
                 }
                 Step::Stop(progress) => return progress,
+                Step::Defer(len, progress) => {
+                    *cursor += len;
+                    *complete = output.len();
+                    return progress;
+                }
                 Step::Resume(p) => {
                     ex.held = Some(p);
                     *complete = output.len();
@@ -309,6 +325,11 @@ fn serve<S: Service>(
                 }
             },
         };
+        if svc.defers(pending.route) && !output.is_empty() {
+            // A deferred answer must be alone in the output: write what is there first.
+            ex.held = Some(held);
+            return Progress::WriteFirst;
+        }
         // The head is still at the front, untouched by the body decoding.
         let head = match parse_head(&rest[..pending.head_len], limits.max_header_bytes) {
             Ok(Some(h)) => h,
@@ -319,7 +340,7 @@ fn serve<S: Service>(
                 return Progress::Close { linger: false };
             }
         };
-        let keep = answer(
+        let answered = answer(
             svc,
             local,
             output,
@@ -330,8 +351,10 @@ fn serve<S: Service>(
         );
         *cursor += consumed;
         *complete = output.len();
-        if !keep {
-            return Progress::Close { linger: false };
+        match answered {
+            Answer::Keep => {}
+            Answer::Close => return Progress::Close { linger: false },
+            Answer::Defer { close } => return Progress::AwaitDurable { close },
         }
     }
 }
@@ -345,6 +368,8 @@ enum Step {
     Stop(Progress),
     /// Body bytes came with the head: go straight on to decoding them.
     Resume(Box<Held>),
+    /// A request of this many bytes got a deferred answer: stop with this progress.
+    Defer(usize, Progress),
 }
 
 /// Looks at a new request at the start of `input`.
@@ -411,23 +436,32 @@ fn start_request<S: Service>(
         Some(n) => {
             let n = n as usize;
             let end = head_len + n;
+            let pending = |body| {
+                Box::new(Held::Request(Pending {
+                    head_len,
+                    body,
+                    route,
+                }))
+            };
             if input.len() >= end {
-                let body = &input[head_len..end];
-                if answer(svc, local, output, route, &head, body, closing) {
-                    return Step::Answered(end);
+                if svc.defers(route) && !output.is_empty() {
+                    // A deferred answer must be alone in the output: write what is there
+                    // first, then answer this request (held, so it is not counted twice).
+                    return Step::Wait(Some(pending(PendingBody::Length(n))), Progress::WriteFirst);
                 }
-                return Step::Stop(Progress::Close { linger: false });
+                let body = &input[head_len..end];
+                return match answer(svc, local, output, route, &head, body, closing) {
+                    Answer::Keep => Step::Answered(end),
+                    Answer::Close => Step::Stop(Progress::Close { linger: false }),
+                    Answer::Defer { close } => Step::Defer(end, Progress::AwaitDurable { close }),
+                };
             }
             if head.expect_continue && input.len() == head_len {
                 ResponseWriter::write_continue(output);
                 svc.count_response(100);
             }
             Step::Wait(
-                Some(Box::new(Held::Request(Pending {
-                    head_len,
-                    body: PendingBody::Length(n),
-                    route,
-                }))),
+                Some(pending(PendingBody::Length(n))),
                 Progress::NeedMore {
                     phase: Phase::Body,
                     min_len: end,
@@ -461,8 +495,17 @@ fn start_request<S: Service>(
     }
 }
 
-/// Runs the service for a complete request and writes its response. Returns whether the
-/// connection stays open.
+/// How an answered request leaves the connection.
+enum Answer {
+    Keep,
+    Close,
+    /// A deferred reply (encoded, not counted); `close` is the keep-alive decision.
+    Defer {
+        close: bool,
+    },
+}
+
+/// Runs the service for a complete request and writes its response.
 fn answer<S: Service>(
     svc: &S,
     local: &mut S::Local,
@@ -471,17 +514,35 @@ fn answer<S: Service>(
     head: &RequestHead<'_>,
     body: &[u8],
     closing: bool,
-) -> bool {
+) -> Answer {
     let reply = svc.handle(local, route, head, body);
     let keep = head.keep_alive && !closing && !reply.close;
     let head_only = head.method == Method::Head;
+    if reply.defer {
+        // Counted when the deferred work completes (or replaced by an error then).
+        encode_reply::<S>(local, output, &reply, keep, head.version, head_only);
+        return Answer::Defer { close: !keep };
+    }
     write_reply(svc, local, output, &reply, keep, head.version, head_only);
-    keep
+    if keep { Answer::Keep } else { Answer::Close }
 }
 
 /// Encodes `reply` (its body is in the service's body buffer) and counts it.
 fn write_reply<S: Service>(
     svc: &S,
+    local: &mut S::Local,
+    output: &mut Vec<u8>,
+    reply: &Reply,
+    keep: bool,
+    version: Version,
+    head_only: bool,
+) {
+    encode_reply::<S>(local, output, reply, keep, version, head_only);
+    svc.count_response(reply.status);
+}
+
+/// Encodes `reply` with the `Connection` header keep-alive calls for.
+fn encode_reply<S: Service>(
     local: &mut S::Local,
     output: &mut Vec<u8>,
     reply: &Reply,
@@ -496,7 +557,6 @@ fn write_reply<S: Service>(
     };
     let (writer, body) = S::buffers(local);
     encode(writer, output, reply, connection, &[], body, head_only);
-    svc.count_response(reply.status);
 }
 
 /// The status line, common headers, `reply`'s headers and `extra`, and the body.
@@ -539,8 +599,23 @@ pub fn write_io_error<S: Service>(
     retry_after: bool,
     out: &mut Vec<u8>,
 ) {
+    let shape = svc.path_error_shape(None);
+    write_io_error_shaped(svc, shape, writer, status, message, retry_after, out);
+}
+
+/// [`write_io_error`] with the error body in `shape` (the request's, when the I/O layer
+/// answers for a request it knows: a write the log could not take).
+pub fn write_io_error_shaped<S: Service>(
+    svc: &S,
+    shape: S::ErrorShape,
+    writer: &mut ResponseWriter,
+    status: u16,
+    message: &str,
+    retry_after: bool,
+    out: &mut Vec<u8>,
+) {
     let mut body = Vec::with_capacity(96);
-    let reply = svc.error(svc.path_error_shape(None), status, message, &mut body);
+    let reply = svc.error(shape, status, message, &mut body);
     let extra: &[(&'static str, &'static [u8])] = if retry_after {
         &[("Retry-After", b"1")]
     } else {
@@ -621,6 +696,7 @@ mod tests {
             match head.path {
                 "/ping" => Ok(RouteId(0)),
                 "/panic" => Ok(RouteId(1)),
+                "/durable" => Ok(RouteId(2)),
                 _ => Err(Reply::empty(404)),
             }
         }
@@ -634,11 +710,15 @@ mod tests {
             local.body.clear();
             match route.0 {
                 0 => Reply::empty(204),
+                2 => Reply::empty(204).deferred(),
                 _ => panic!("the stand-in handler panics"),
             }
         }
         fn path_error_shape(&self, _: Option<&str>) {}
         fn route_error_shape(&self, _: RouteId) {}
+        fn defers(&self, route: RouteId) -> bool {
+            route.0 == 2
+        }
         fn error(&self, _: (), status: u16, message: &str, body: &mut Vec<u8>) -> Reply {
             body.clear();
             body.extend_from_slice(message.as_bytes());
@@ -702,7 +782,7 @@ mod tests {
                     assert_eq!((phase, min_len), (Phase::Idle, 1));
                     break;
                 }
-                Progress::Close { .. } => panic!("closed"),
+                Progress::Close { .. } | Progress::AwaitDurable { .. } => panic!("{progress:?}"),
             }
         }
         assert_eq!(answered, N);
@@ -736,6 +816,73 @@ mod tests {
             }
         }
         assert!(answered > 5_000);
+    }
+
+    const DURABLE: &[u8] = b"POST /durable HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+
+    #[test]
+    fn a_deferred_answer_is_alone_in_the_output_and_stops_the_pipeline() {
+        let mut local = Fake.new_local(1, SystemTime::UNIX_EPOCH);
+        let mut ex = Exchange::default();
+        let mut input = [PING, DURABLE, PING].concat();
+        let mut output = Vec::new();
+        // The ping is answered; the deferring request waits until that is written.
+        let p = process(&Fake, &mut local, &mut ex, &mut input, &mut output, false);
+        assert_eq!(p, Progress::WriteFirst);
+        assert_eq!(statuses(&output), [204]);
+        output.clear();
+        let p = process(&Fake, &mut local, &mut ex, &mut input, &mut output, false);
+        assert_eq!(p, Progress::AwaitDurable { close: false });
+        assert_eq!(statuses(&output), [204]);
+        // Only what follows it is left, unanswered.
+        assert_eq!(input, PING);
+        assert!(ex.is_idle());
+        output.clear();
+        let p = process(&Fake, &mut local, &mut ex, &mut input, &mut output, false);
+        assert_eq!(
+            p,
+            Progress::NeedMore {
+                phase: Phase::Idle,
+                min_len: 1
+            }
+        );
+        assert_eq!(statuses(&output), [204]);
+    }
+
+    #[test]
+    fn a_deferred_answer_carries_the_keep_alive_decision() {
+        let mut local = Fake.new_local(1, SystemTime::UNIX_EPOCH);
+        let mut ex = Exchange::default();
+        let mut input =
+            b"POST /durable HTTP/1.1\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx".to_vec();
+        let mut output = Vec::new();
+        let p = process(&Fake, &mut local, &mut ex, &mut input, &mut output, false);
+        assert_eq!(p, Progress::AwaitDurable { close: true });
+        assert!(String::from_utf8_lossy(&output).contains("Connection: close"));
+        // Under shutdown too.
+        let mut input = DURABLE.to_vec();
+        output.clear();
+        let p = process(&Fake, &mut local, &mut ex, &mut input, &mut output, true);
+        assert_eq!(p, Progress::AwaitDurable { close: true });
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn a_chunked_deferring_request_behind_a_response_waits_and_is_answered_once() {
+        let mut local = Fake.new_local(1, SystemTime::UNIX_EPOCH);
+        let mut ex = Exchange::default();
+        let chunked: &[u8] =
+            b"POST /durable HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let mut input = [PING, chunked].concat();
+        let mut output = Vec::new();
+        let p = process(&Fake, &mut local, &mut ex, &mut input, &mut output, false);
+        assert_eq!(p, Progress::WriteFirst);
+        assert_eq!(statuses(&output), [204]);
+        output.clear();
+        let p = process(&Fake, &mut local, &mut ex, &mut input, &mut output, false);
+        assert_eq!(p, Progress::AwaitDurable { close: false });
+        assert_eq!(statuses(&output), [204]);
+        assert!(input.is_empty() && ex.is_idle());
     }
 
     #[test]

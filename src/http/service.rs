@@ -25,6 +25,11 @@ pub struct Reply {
     pub headers: Vec<(&'static str, Vec<u8>)>,
     /// Close the connection after this response.
     pub close: bool,
+    /// The answer holds until the service's deferred work is done (a write being made
+    /// durable): the engine encodes it but does not count it, stops after it and reports
+    /// [`crate::http::exchange::Progress::AwaitDurable`]; whoever completes the work counts
+    /// it (or replaces it with an error). Only routes that [`Service::defers`] answer so.
+    pub defer: bool,
 }
 
 impl Reply {
@@ -35,7 +40,14 @@ impl Reply {
             has_body: false,
             headers: Vec::new(),
             close: false,
+            defer: false,
         }
+    }
+
+    /// This reply, held until the deferred work completes (see [`Reply::defer`]).
+    pub fn deferred(mut self) -> Reply {
+        self.defer = true;
+        self
     }
 
     pub fn with_body(status: u16, content_type: &'static str) -> Reply {
@@ -45,6 +57,7 @@ impl Reply {
             has_body: true,
             headers: Vec::new(),
             close: false,
+            defer: false,
         }
     }
 }
@@ -102,6 +115,11 @@ pub trait Service {
     /// The error shape for an admitted request.
     fn route_error_shape(&self, route: RouteId) -> Self::ErrorShape;
 
+    /// Whether `route` may answer with a deferred reply ([`Reply::defer`]). The engine
+    /// then makes that reply the only thing in its output: with earlier responses waiting
+    /// it stops (`WriteFirst`) before answering the request.
+    fn defers(&self, route: RouteId) -> bool;
+
     /// Writes an error body for `status` into `body` and returns its reply.
     fn error(
         &self,
@@ -149,6 +167,9 @@ impl<S: Service> Service for std::sync::Arc<S> {
     }
     fn route_error_shape(&self, route: RouteId) -> S::ErrorShape {
         (**self).route_error_shape(route)
+    }
+    fn defers(&self, route: RouteId) -> bool {
+        (**self).defers(route)
     }
     fn error(&self, shape: S::ErrorShape, status: u16, message: &str, body: &mut Vec<u8>) -> Reply {
         (**self).error(shape, status, message, body)

@@ -5,6 +5,11 @@
 //! batches to the [`SeriesStore`] (`aggregator.rs`) under a mutex that `/metrics` and
 //! `/series` take to read. On shutdown the queue is closed and drained completely before
 //! the thread exits: every point acknowledged with `204` ends up in the aggregates.
+//!
+//! With the write log (the default), a worker only [`Pipeline::reserve`]s queue room; the
+//! log thread queues the batch once it is durable ([`Pipeline::push_logged`]), with its
+//! LSN, and the aggregator records the LSN of the last batch it applied together with the
+//! store (under the same lock), so a snapshot knows exactly which records it covers.
 
 pub mod aggregator;
 pub mod batch;
@@ -12,13 +17,14 @@ pub mod line_protocol;
 pub mod queue;
 pub mod write;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 pub use aggregator::SeriesStore;
 pub use batch::Batch;
-pub use queue::{Queue, Refused};
+pub use queue::{Queue, Queued, Refused};
 
 use crate::log_limit::SharedLogLimiter;
 use crate::stats::{QueueGauges, Stats, bump};
@@ -27,6 +33,8 @@ use crate::tuning::APPLY_CHUNK;
 pub struct Pipeline {
     queue: Queue,
     store: Mutex<SeriesStore>,
+    /// LSN of the last logged batch applied to `store`; written with the store locked.
+    applied_lsn: AtomicU64,
     stats: Arc<Stats>,
     aggregator: Mutex<Option<JoinHandle<()>>>,
     warn_full: SharedLogLimiter,
@@ -46,9 +54,24 @@ impl Pipeline {
         max_series: usize,
         stats: Arc<Stats>,
     ) -> std::io::Result<Arc<Pipeline>> {
+        Pipeline::start_from(SeriesStore::new(max_series), 0, capacity, stats)
+    }
+
+    /// Starts from aggregates recovered at start-up, which include the log up to
+    /// `applied_lsn`.
+    pub fn start_from(
+        store: SeriesStore,
+        applied_lsn: u64,
+        capacity: usize,
+        stats: Arc<Stats>,
+    ) -> std::io::Result<Arc<Pipeline>> {
+        let pl = &stats.pipeline;
+        pl.series.store(store.series_count() as u64, Relaxed);
+        pl.label_collisions.store(store.label_collisions(), Relaxed);
         let pipeline = Arc::new(Pipeline {
             queue: Queue::new(capacity),
-            store: Mutex::new(SeriesStore::new(max_series)),
+            store: Mutex::new(store),
+            applied_lsn: AtomicU64::new(applied_lsn),
             stats,
             aggregator: Mutex::new(None),
             warn_full: SharedLogLimiter::new(std::time::Duration::from_secs(10)),
@@ -69,21 +92,48 @@ impl Pipeline {
                 bump(&self.stats.pipeline.points_queued, n);
                 Ok(())
             }
-            Err((why, _batch)) => {
-                if why == Refused::Full {
-                    bump(&self.stats.pipeline.writes_refused_queue_full, 1);
-                    if let Some(suppressed) = self.warn_full.check(std::time::Instant::now()) {
-                        log::warn!(
-                            "ingestion queue full ({} of {} points): refusing writes with 503 ({} similar warnings suppressed)",
-                            self.queue.depth(),
-                            self.queue.capacity(),
-                            suppressed
-                        );
-                    }
-                }
-                Err(why)
+            Err((why, _batch)) => Err(self.refused(why)),
+        }
+    }
+
+    /// Reserves queue room for a write of `points` points before it is logged: all of it
+    /// or none (then the write is answered `503` and never logged).
+    pub fn reserve(&self, points: usize) -> Result<(), Refused> {
+        self.queue.reserve(points).map_err(|why| self.refused(why))
+    }
+
+    /// A logged batch, in LSN order, into the room [`Pipeline::reserve`] took for it.
+    pub fn push_logged(&self, batch: Batch, lsn: u64) {
+        bump(&self.stats.pipeline.points_queued, batch.len() as u64);
+        self.queue.push_reserved(batch, lsn);
+    }
+
+    /// Gives back the room of a reserved write whose append failed.
+    pub fn unreserve(&self, points: usize) {
+        self.queue.unreserve(points);
+    }
+
+    /// Counts and (rate-limited) reports a refusal.
+    fn refused(&self, why: Refused) -> Refused {
+        if why == Refused::Full {
+            bump(&self.stats.pipeline.writes_refused_queue_full, 1);
+            if let Some(suppressed) = self.warn_full.check(std::time::Instant::now()) {
+                log::warn!(
+                    "ingestion queue full ({} of {} points): refusing writes with 503 ({} similar warnings suppressed)",
+                    self.queue.depth(),
+                    self.queue.capacity(),
+                    suppressed
+                );
             }
         }
+        why
+    }
+
+    /// Runs `f` on the aggregates and the LSN of the last log record they include, with
+    /// the store locked (for a snapshot: both describe the same moment).
+    pub fn with_applied<R>(&self, f: impl FnOnce(&SeriesStore, u64) -> R) -> R {
+        let store = lock(&self.store);
+        f(&store, self.applied_lsn.load(Relaxed))
     }
 
     /// Read access to the aggregates (for `/metrics` and `/series`).
@@ -116,16 +166,22 @@ impl Pipeline {
     }
 
     fn aggregate_until_closed(&self) {
-        let mut batches: Vec<Batch> = Vec::with_capacity(APPLY_CHUNK);
+        let mut batches: Vec<Queued> = Vec::with_capacity(APPLY_CHUNK);
         while self.queue.pop_into(&mut batches, APPLY_CHUNK) {
             let mut applied = 0usize;
             let mut dropped = 0u64;
             let (series, collisions) = {
                 let mut store = lock(&self.store);
-                for b in &batches {
+                let mut last_lsn = 0;
+                for (b, lsn) in &batches {
                     let outcome = store.apply(b);
                     applied += b.len();
                     dropped += outcome.points_dropped_series_limit;
+                    last_lsn = last_lsn.max(*lsn);
+                }
+                if last_lsn > 0 {
+                    // Under the store lock: a snapshot sees the store and its LSN together.
+                    self.applied_lsn.store(last_lsn, Relaxed);
                 }
                 (store.series_count() as u64, store.label_collisions())
             };

@@ -5,6 +5,13 @@
 //! never has half a write taken. Points count against the capacity until the aggregator
 //! has *applied* them, not merely dequeued them, so the capacity bounds everything between
 //! a `204` and the aggregates.
+//!
+//! With the write log, admission happens in two steps: a worker [`Queue::reserve`]s room
+//! before the write is logged (a write that would be refused is never logged), and the log
+//! thread [`Queue::push_reserved`]s the batch into that room once it is durable, with its
+//! log sequence number; a failed append [`Queue::unreserve`]s it. Each queued batch
+//! carries its LSN (0 when there is no log), so the aggregator knows which log records
+//! the aggregates cover.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -17,8 +24,11 @@ pub struct Queue {
     capacity: usize,
 }
 
+/// A queued batch and the log record it came from (0: not logged).
+pub type Queued = (Batch, u64);
+
 struct Inner {
-    batches: VecDeque<Batch>,
+    batches: VecDeque<Queued>,
     /// Points admitted and not yet applied (queued plus being applied).
     points: usize,
     closed: bool,
@@ -68,7 +78,7 @@ impl Queue {
                 return Err((Refused::Full, batch));
             }
             q.points += n;
-            q.batches.push_back(batch);
+            q.batches.push_back((batch, 0));
             std::mem::take(&mut q.consumer_waiting)
         };
         if wake {
@@ -77,9 +87,42 @@ impl Queue {
         Ok(())
     }
 
+    /// Reserves room for `points` points, all or nothing, for a batch that will be
+    /// [`Queue::push_reserved`] (or [`Queue::unreserve`]d) later.
+    pub fn reserve(&self, points: usize) -> Result<(), Refused> {
+        let mut q = lock(&self.inner);
+        if q.closed {
+            return Err(Refused::Closed);
+        }
+        if q.points + points > self.capacity {
+            return Err(Refused::Full);
+        }
+        q.points += points;
+        Ok(())
+    }
+
+    /// Queues a batch whose room was reserved, with its log sequence number. Never
+    /// refused: the room is there, and a logged batch must reach the aggregates (the
+    /// server closes the queue only after the log).
+    pub fn push_reserved(&self, batch: Batch, lsn: u64) {
+        let wake = {
+            let mut q = lock(&self.inner);
+            q.batches.push_back((batch, lsn));
+            std::mem::take(&mut q.consumer_waiting)
+        };
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Gives back room reserved for a batch that will not come (its append failed).
+    pub fn unreserve(&self, points: usize) {
+        self.release(points);
+    }
+
     /// Moves up to `max` batches into `out`, waiting while the queue is empty. Returns
     /// `false` once the queue is closed and empty (the consumer should stop).
-    pub fn pop_into(&self, out: &mut Vec<Batch>, max: usize) -> bool {
+    pub fn pop_into(&self, out: &mut Vec<Queued>, max: usize) -> bool {
         let mut q = lock(&self.inner);
         loop {
             if !q.batches.is_empty() {
@@ -162,6 +205,42 @@ mod tests {
         q.try_push(batch(1)).unwrap();
         q.close();
         assert_eq!(q.try_push(batch(1)).unwrap_err().0, Refused::Closed);
+        let mut out = Vec::new();
+        assert!(q.pop_into(&mut out, 10));
+        assert_eq!(out.len(), 1);
+        assert!(!q.pop_into(&mut out, 10));
+    }
+
+    #[test]
+    fn reservations_count_against_capacity_until_released() {
+        let q = Queue::new(10);
+        q.reserve(6).unwrap();
+        // The room is taken before the batch arrives: a write that does not fit next to
+        // it is refused whole, and so is a plain push.
+        assert_eq!(q.reserve(5), Err(Refused::Full));
+        assert_eq!(q.try_push(batch(5)).unwrap_err().0, Refused::Full);
+        assert_eq!(q.depth(), 6);
+        q.push_reserved(batch(6), 7);
+        assert_eq!(q.depth(), 6, "pushing into reserved room takes no more");
+        let mut out = Vec::new();
+        assert!(q.pop_into(&mut out, 10));
+        assert_eq!((out[0].0.len(), out[0].1), (6, 7));
+        q.release(6);
+        assert_eq!(q.depth(), 0);
+        // A failed append gives its room back.
+        q.reserve(10).unwrap();
+        assert_eq!(q.reserve(1), Err(Refused::Full));
+        q.unreserve(10);
+        assert!(q.reserve(1).is_ok());
+    }
+
+    #[test]
+    fn a_closed_queue_reserves_nothing_but_takes_what_was_reserved() {
+        let q = Queue::new(10);
+        q.reserve(2).unwrap();
+        q.close();
+        assert_eq!(q.reserve(1), Err(Refused::Closed));
+        q.push_reserved(batch(2), 1);
         let mut out = Vec::new();
         assert!(q.pop_into(&mut out, 10));
         assert_eq!(out.len(), 1);

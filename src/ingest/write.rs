@@ -100,6 +100,28 @@ pub fn write(
     now_ns: i64,
     max_body: usize,
 ) -> Result<usize, WriteError> {
+    let batch = parse(stats, scratch, body, gzip, params, now_ns, max_body)?;
+    let n = batch.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    pipeline
+        .offer(batch)
+        .map_err(|why| unavailable(pipeline, why))?;
+    Ok(n)
+}
+
+/// Parses `body` (gunzipped first when `gzip`) into the batch a write queues, counting its
+/// points as accepted. Nothing is queued.
+pub fn parse(
+    stats: &Stats,
+    scratch: &mut IngestScratch,
+    body: &[u8],
+    gzip: bool,
+    params: &WriteParams,
+    now_ns: i64,
+    max_body: usize,
+) -> Result<Batch, WriteError> {
     let IngestScratch {
         parser,
         inflated,
@@ -112,21 +134,21 @@ pub fn write(
         body
     };
     let batch = build_batch(parser, order, body, params, now_ns)?;
-    let n = batch.len();
-    bump(&stats.pipeline.points_accepted, n as u64);
-    if n == 0 {
-        return Ok(0);
-    }
-    match pipeline.offer(batch) {
-        Ok(()) => Ok(n),
-        Err(Refused::Full) => Err(WriteError::Unavailable(format!(
+    bump(&stats.pipeline.points_accepted, batch.len() as u64);
+    Ok(batch)
+}
+
+/// The `503` for a write the queue refused (full, or shutting down).
+pub fn unavailable(pipeline: &Pipeline, why: Refused) -> WriteError {
+    match why {
+        Refused::Full => WriteError::Unavailable(format!(
             "ingestion queue full ({} points queued of {}); retry later",
             pipeline.queue_depth(),
             pipeline.queue_capacity()
-        ))),
-        Err(Refused::Closed) => Err(WriteError::Unavailable(
-            "server is shutting down; retry later".to_string(),
         )),
+        Refused::Closed => {
+            WriteError::Unavailable("server is shutting down; retry later".to_string())
+        }
     }
 }
 

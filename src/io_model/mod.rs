@@ -16,6 +16,10 @@
 //! the same way, lets requests in progress finish with `Connection: close`, and at
 //! `--shutdown-timeout` (or a second signal) shuts every remaining connection down.
 //!
+//! A write whose `204` waits for the write log (`Progress::AwaitDurable`) is appended by
+//! the serving thread itself, which then blocks on its own [`Waiter`] until the log thread
+//! answers, and goes on as the reactor does with an acknowledgement (`durable::after_ack`).
+//!
 //! Nothing here parses HTTP or knows a route, and no thread waits without a bound on a
 //! socket: every blocking call has a timeout or is woken by [`Stop`].
 
@@ -35,7 +39,9 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::app::App;
 use crate::app::Local;
+use crate::durable::{LOG_UNAVAILABLE, Ticket, Waiter, after_ack};
 use crate::http::exchange::{self, Exchange, Progress};
+use crate::http::service::Service;
 use crate::log_limit::LogLimiter;
 use crate::net::errors::{interrupted, io_reason, is_fd_exhaustion, timed_out};
 use crate::net::lifecycle::{Actions, Buffered, Ctx, Lifecycle, Next, Refusal, Timeouts};
@@ -363,6 +369,8 @@ pub struct ServeThread {
     output: Vec<u8>,
     /// This thread's slot in [`Stop`].
     slot: usize,
+    /// Where the write log answers this thread's appends.
+    waiter: Arc<Waiter>,
 }
 
 impl ServeThread {
@@ -384,6 +392,7 @@ impl ServeThread {
             input: Vec::new(),
             output: Vec::new(),
             slot,
+            waiter: Arc::new(Waiter::default()),
         }
     }
 }
@@ -529,6 +538,7 @@ impl Conn<'_> {
                     self.stop.stopping(),
                     format_args!("serving thread {}", t.slot),
                 );
+                let progress = self.await_durable(progress, t);
                 if let Progress::NeedMore { min_len, .. } = progress {
                     self.min_len = min_len;
                 }
@@ -543,6 +553,57 @@ impl Conn<'_> {
             // Blocking reads: whether or not bytes may be waiting, a read is how to find out.
             Next::Read | Next::Wait => self.read_event(t),
         }
+    }
+
+    /// After the engine: a write answered with a deferred `204` is appended to the log, and
+    /// this thread waits for the log's answer, then counts the `204` or replaces it with a
+    /// `503`. Returns what the connection does next.
+    fn await_durable(&mut self, progress: Progress, t: &mut ServeThread) -> Progress {
+        let deferred = t.local.durable.take();
+        let Progress::AwaitDurable { close } = progress else {
+            // Only a panic after the handler leaves a write here: it was not answered 204.
+            if let Some(d) = deferred {
+                self.app.pipeline.unreserve(d.batch.len());
+            }
+            return progress;
+        };
+        let more = !self.input.is_empty() || !self.ex.is_idle();
+        let (v2, result) = match (&self.app.durable, deferred) {
+            (Some(durable), Some(d)) => {
+                let ticket = Ticket::Waiter(Arc::clone(&t.waiter));
+                durable.append(&self.app.pipeline, ticket, d.batch);
+                let result = t.waiter.wait(|| self.stop.forced());
+                if result.is_err() && self.stop.forced() {
+                    // Its answer may still come: the next append gets a waiter of its own.
+                    t.waiter = Arc::new(Waiter::default());
+                }
+                (d.v2, result.map_err(|e| e.to_string()))
+            }
+            _ => {
+                log::error!("thread={}: a deferred answer without a write", t.slot);
+                (false, Err("no write".to_string()))
+            }
+        };
+        match &result {
+            Ok(()) => Service::count_response(self.app, 204),
+            Err(e) => {
+                log::debug!("thread={} write refused by the log: {}", t.slot, e);
+                self.output.clear();
+                t.local.set_time(SystemTime::now());
+                let path = if v2 { "/api/v2/write" } else { "/write" };
+                let shape = self.app.path_error_shape(Some(path));
+                exchange::write_io_error_shaped(
+                    self.app,
+                    shape,
+                    &mut t.local.writer,
+                    503,
+                    LOG_UNAVAILABLE,
+                    true,
+                    &mut self.output,
+                );
+            }
+        }
+        after_ack(result.is_ok(), close, more)
     }
 
     /// Answers a request that timed out (or a refused connection) without the engine.

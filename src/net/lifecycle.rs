@@ -354,11 +354,16 @@ impl Lifecycle {
         actions
     }
 
-    /// The engine answered; its output is to be written.
+    /// The engine answered; its output is to be written. `AwaitDurable` changes nothing:
+    /// the connection stays in flight (not read, deadlines only rechecked) until the write
+    /// log's answer is reported as a second `on_complete` (see `durable::after_ack`).
     pub fn on_complete(&mut self, progress: Progress, ctx: &Ctx) -> Actions {
         let State::InFlight(previous) = self.state else {
             return Actions::default();
         };
+        if let Progress::AwaitDurable { .. } = progress {
+            return Actions::default();
+        }
         let mut actions = Actions {
             next: Next::Write,
             ..Actions::default()
@@ -391,7 +396,7 @@ impl Lifecycle {
             }
             Progress::WriteFirst => Then::Dispatch(previous),
             Progress::Close { linger: true } => Then::Linger,
-            Progress::Close { linger: false } => Then::Close,
+            Progress::Close { linger: false } | Progress::AwaitDurable { .. } => Then::Close,
         };
         self.state = State::Writing(then);
         actions
@@ -542,6 +547,32 @@ mod tests {
         let a = l.on_read(len, false, buf(len, 1), &ctx(now));
         assert_eq!(a.next, Next::Dispatch);
         l
+    }
+
+    #[test]
+    fn a_write_awaiting_the_log_stays_in_flight_until_its_ack() {
+        let now = Instant::now();
+        let mut l = dispatched(now, 100);
+        // The engine held a 204 for the log: nothing to do yet, nothing read.
+        let a = l.on_complete(Progress::AwaitDurable { close: false }, &ctx(now));
+        assert_eq!(a, Actions::default());
+        assert!(l.is_in_flight() && !l.wants_request());
+        // Deadlines meanwhile are only rechecked.
+        let a = l.on_deadline(&ctx(now + T.idle));
+        assert_eq!(a.arm, Some(now + T.idle + T.recheck));
+        assert!(l.is_in_flight());
+        // The ack: write the 204, then wait for the next request under the idle deadline.
+        let p = crate::durable::after_ack(true, false, false);
+        let a = l.on_complete(p, &ctx(now));
+        assert_eq!(a.next, Next::Write);
+        assert_eq!(a.arm, Some(now + T.idle));
+        assert_eq!(l.on_written(buf(0, 1), &ctx(now)).next, Next::Read);
+        // A failed write closes after its 503.
+        let mut l = dispatched(now, 100);
+        let _ = l.on_complete(Progress::AwaitDurable { close: false }, &ctx(now));
+        let a = l.on_complete(crate::durable::after_ack(false, false, true), &ctx(now));
+        assert_eq!(a.next, Next::Write);
+        assert_eq!(l.on_written(buf(0, 1), &ctx(now)), close(Reason::NotReused));
     }
 
     #[test]

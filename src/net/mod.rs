@@ -4,9 +4,11 @@
 //! that accepts until `WouldBlock`, reads, writes and keeps deadlines (`timer.rs`) for the
 //! connections in its slab (`connection.rs`); `worker_pool.rs` runs the CPU-bound part of
 //! each request (the HTTP exchange, parsing, queueing) and hands results back through one
-//! `mio::Waker` per batch. Nothing in `http/`, `ingest/` or `read/` depends on this module.
+//! `mio::Waker` per batch (`doorbell.rs`, also rung by the write log's
+//! acknowledgements). Nothing in `http/`, `ingest/` or `read/` depends on this module.
 
 pub mod connection;
+pub mod doorbell;
 pub mod errors;
 pub mod lifecycle;
 pub mod listener;

@@ -9,7 +9,10 @@
 //! * **read** — on readiness, read until the socket is drained, then hand the bytes *by
 //!   value* to a worker (at most one job per connection in flight);
 //! * **write** — when a worker's completion comes back (one `Waker` wake per batch), write
-//!   the response until the kernel pushes back; only then register `WRITABLE` interest;
+//!   the response until the kernel pushes back; only then register `WRITABLE` interest. A
+//!   write's `204` is held until the write log acknowledges the write (a second completion
+//!   list, woken the same way): the connection stays in flight meanwhile, and a log error
+//!   replaces the `204` with a `503`;
 //! * **deadlines** — header, body, idle, write and linger timeouts from the timer wheel.
 //!
 //! What happens to a connection next is never decided here: each event is fed to the
@@ -32,8 +35,10 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::app::App;
+use crate::durable::{Ack, LOG_UNAVAILABLE, after_ack};
 use crate::http::ResponseWriter;
-use crate::http::exchange::Progress;
+use crate::http::exchange::{self, Progress};
+use crate::http::service::Service;
 use crate::log_limit::LogLimiter;
 use crate::net::connection::{Connection, WriteOutcome, io_flags};
 use crate::net::errors::{interrupted, io_reason, is_fd_exhaustion, would_block};
@@ -88,6 +93,7 @@ pub struct Reactor {
     timeouts: Timeouts,
     outbox: Vec<Job>,
     done: Vec<Done>,
+    acks: Vec<Ack>,
     /// Connections that stopped reading on their budget: (key, generation).
     ready: Vec<(usize, u32)>,
     /// The accept drain stopped on its budget: resume next turn.
@@ -141,6 +147,7 @@ impl Reactor {
             },
             outbox: Vec::with_capacity(256),
             done: Vec::with_capacity(256),
+            acks: Vec::new(),
             ready: Vec::new(),
             accept_pending: false,
             expired: Vec::new(),
@@ -223,8 +230,9 @@ impl Reactor {
             }
         }
         // Completions still in flight carry no acknowledged data that isn't already queued
-        // (a 204 is only produced after the queue took the points), so dropping them loses
-        // nothing a client was told.
+        // or logged (a 204 leaves only after the log took the write, or, under
+        // --memory-only, after the queue did), so dropping them loses nothing a client was
+        // told.
         self.pool.shutdown();
         Ok(forced)
     }
@@ -619,17 +627,72 @@ impl Reactor {
 
     // ----- completions ----------------------------------------------------------------
 
+    /// Takes log acknowledgements, then worker completions (see
+    /// [`WorkerPool::take_completions`]), and handles them the other way round: a job's
+    /// completion is always handled before the ack of the write it deferred.
     fn drain_completions(&mut self, now: Instant) {
-        self.pool.take_done(&mut self.done);
-        if self.done.is_empty() {
+        self.pool.take_completions(&mut self.acks, &mut self.done);
+        if !self.done.is_empty() {
+            let mut done = std::mem::take(&mut self.done);
+            log::trace!("{} completions", done.len());
+            for d in done.drain(..) {
+                self.complete(d, now);
+            }
+            self.done = done;
+        }
+        if !self.acks.is_empty() {
+            let mut acks = std::mem::take(&mut self.acks);
+            log::trace!("{} log acknowledgements", acks.len());
+            for a in acks.drain(..) {
+                self.on_ack(a, now);
+            }
+            self.acks = acks;
+        }
+    }
+
+    /// The write log took (or refused) a connection's write: send the held `204`, or
+    /// replace it with a `503`, and let the lifecycle go on.
+    fn on_ack(&mut self, ack: Ack, now: Instant) {
+        let t = ack.conn;
+        let key = t.token;
+        let Some(c) = self
+            .conns
+            .get_mut(key)
+            .filter(|c| c.generation == t.generation && c.life.is_in_flight())
+        else {
+            // The connection closed meanwhile (a forced shutdown); its slot may be reused.
             return;
+        };
+        match &ack.result {
+            Ok(()) => Service::count_response(&*self.app, 204),
+            Err(e) => {
+                log::debug!("token={} write refused by the log: {}", key, e);
+                let mut out = std::mem::take(&mut c.output);
+                out.clear();
+                self.writer.set_time(SystemTime::now());
+                let path = if t.v2 { "/api/v2/write" } else { "/write" };
+                let shape = self.app.path_error_shape(Some(path));
+                exchange::write_io_error_shaped(
+                    &self.app,
+                    shape,
+                    &mut self.writer,
+                    503,
+                    LOG_UNAVAILABLE,
+                    true,
+                    &mut out,
+                );
+                let c = &mut self.conns[key];
+                c.output = out;
+                c.written = 0;
+            }
         }
-        let mut done = std::mem::take(&mut self.done);
-        log::trace!("{} completions", done.len());
-        for d in done.drain(..) {
-            self.complete(d, now);
+        let progress = after_ack(ack.result.is_ok(), t.close, t.more);
+        if let Progress::NeedMore { min_len, .. } = progress {
+            // What the engine asked for before this request (its body, say) no longer
+            // applies: the next request may be a single byte away.
+            self.conns[key].min_len = u32::try_from(min_len).unwrap_or(u32::MAX);
         }
-        self.done = done;
+        self.feed(key, now, |life, _, ctx| life.on_complete(progress, ctx));
     }
 
     fn complete(&mut self, d: Done, now: Instant) {

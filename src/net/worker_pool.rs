@@ -6,24 +6,29 @@
 //! together), runs the exchange engine over them and publishes the [`Done`]s in one go.
 //!
 //! Waking the reactor costs a syscall and usually a context switch, so it happens at most
-//! once per batch and only when needed: the reactor raises `parked` before it may block in
-//! `epoll_wait` and re-checks the completion list after; a worker that published
-//! completions wakes it only if `parked` is up and no wake is pending yet. Both sides use
-//! sequentially consistent operations, so either the reactor sees the new completions or
-//! the worker sees it parked (never neither). Workers own nothing long-lived; a job's token
-//! and generation let the reactor recognise a completion for a connection that closed
-//! meanwhile. A job that panics is answered `500` and closed (`process_catching`): every
-//! job taken comes back as a completion, so no connection is left waiting for ever.
+//! once per batch and only when needed (the [`Doorbell`], shared with the write log's
+//! acknowledgements). Workers own nothing long-lived; a job's token and generation let the
+//! reactor recognise a completion for a connection that closed meanwhile. A job that
+//! panics is answered `500` and closed (`process_catching`): every job taken comes back as
+//! a completion, so no connection is left waiting for ever.
+//!
+//! A write answered with a deferred `204` (`Progress::AwaitDurable`) is appended to the
+//! write log by the worker *after* its completion is published, so the reactor always
+//! has the completion before the log's acknowledgement can reach it. The reactor takes
+//! acknowledgements first and completions second, and handles them in the opposite order.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
 use crate::app::App;
 use crate::app::Local;
+use crate::durable::{Ack, ConnTicket, LOG_UNAVAILABLE, Ticket};
 use crate::http::exchange::{self, Exchange, Progress};
+use crate::ingest::Batch;
+use crate::net::doorbell::Doorbell;
 use crate::stats::bump;
 use crate::tuning::{MAX_CHUNK, PUBLISH_EVERY};
 
@@ -60,11 +65,7 @@ struct Shared {
     done: Mutex<Vec<Done>>,
     /// Completions published and not yet taken (read without the lock by the reactor).
     done_len: AtomicUsize,
-    /// The reactor may be blocked in `epoll_wait`.
-    parked: AtomicBool,
-    /// A wake was sent and the reactor has not taken the completions since.
-    wake_pending: AtomicBool,
-    waker: Arc<mio::Waker>,
+    bell: Arc<Doorbell>,
     workers: usize,
     app: Arc<App>,
 }
@@ -82,6 +83,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl WorkerPool {
     pub fn start(workers: usize, app: Arc<App>, waker: Arc<mio::Waker>) -> std::io::Result<Self> {
+        let bell = Arc::new(Doorbell::new(waker));
+        if let Some(durable) = &app.durable {
+            durable.acks().attach(Arc::clone(&bell));
+        }
         let shared = Arc::new(Shared {
             queue: Mutex::new(JobQueue {
                 jobs: VecDeque::with_capacity(1024),
@@ -91,9 +96,7 @@ impl WorkerPool {
             available: Condvar::new(),
             done: Mutex::new(Vec::with_capacity(1024)),
             done_len: AtomicUsize::new(0),
-            parked: AtomicBool::new(false),
-            wake_pending: AtomicBool::new(false),
-            waker,
+            bell,
             workers: workers.max(1),
             app,
         });
@@ -131,9 +134,15 @@ impl WorkerPool {
         }
     }
 
-    /// Moves every completion into `into`. Clears the wake flag first (see module docs).
-    pub fn take_done(&self, into: &mut Vec<Done>) {
-        self.shared.wake_pending.store(false, Ordering::SeqCst);
+    /// Moves every log acknowledgement into `acks`, then every completion into `into`.
+    /// In that order: a job's completion is published before its write is appended, so
+    /// every ack taken has its completion taken with it or before. Clears the wake flag
+    /// first (see [`Doorbell`]).
+    pub fn take_completions(&self, acks: &mut Vec<Ack>, into: &mut Vec<Done>) {
+        self.shared.bell.taken();
+        if let Some(durable) = &self.shared.app.durable {
+            durable.acks().take(acks);
+        }
         if self.shared.done_len.load(Ordering::SeqCst) == 0 {
             return;
         }
@@ -149,17 +158,20 @@ impl WorkerPool {
     /// Called by the reactor before a poll that may block. Returns `false` if completions
     /// are already waiting (then poll without blocking).
     pub fn park(&self) -> bool {
-        self.shared.parked.store(true, Ordering::SeqCst);
-        if self.shared.done_len.load(Ordering::SeqCst) > 0 {
-            self.shared.parked.store(false, Ordering::SeqCst);
-            return false;
-        }
-        true
+        let shared = &self.shared;
+        shared.bell.park(|| {
+            shared.done_len.load(Ordering::SeqCst) > 0
+                || shared
+                    .app
+                    .durable
+                    .as_ref()
+                    .is_some_and(|d| d.acks().waiting())
+        })
     }
 
     /// Called by the reactor when its poll returned.
     pub fn unpark(&self) {
-        self.shared.parked.store(false, Ordering::SeqCst);
+        self.shared.bell.unpark();
     }
 
     /// Stops the workers after the queued jobs are done, and joins them.
@@ -179,6 +191,7 @@ fn worker_loop(shared: &Shared, instance: u32) {
     let mut local = Local::new(instance);
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_CHUNK);
     let mut finished: Vec<Done> = Vec::with_capacity(MAX_CHUNK);
+    let mut appends: Vec<(ConnTicket, Option<Batch>)> = Vec::new();
     loop {
         {
             let mut q = lock(&shared.queue);
@@ -205,14 +218,40 @@ fn worker_loop(shared: &Shared, instance: u32) {
         local.set_time(SystemTime::now());
         let mut last_publish = Instant::now();
         for job in jobs.drain(..) {
-            finished.push(run_job(app, &mut local, job));
+            finished.push(run_job(app, &mut local, job, &mut appends));
             if last_publish.elapsed() >= PUBLISH_EVERY {
                 publish(shared, &mut finished, instance);
+                append_all(app, &mut appends);
                 last_publish = Instant::now();
                 local.set_time(SystemTime::now());
             }
         }
         publish(shared, &mut finished, instance);
+        // Only now: the completions of these jobs are published, so their acks come after.
+        append_all(app, &mut appends);
+    }
+}
+
+/// Appends the deferred writes of published jobs to the write log.
+fn append_all(app: &App, appends: &mut Vec<(ConnTicket, Option<Batch>)>) {
+    let Some(durable) = &app.durable else {
+        appends.clear();
+        return;
+    };
+    for (conn, batch) in appends.drain(..) {
+        match batch {
+            Some(batch) => durable.append(&app.pipeline, Ticket::Conn(conn), batch),
+            None => {
+                // A deferred answer with no write behind it would be a handler bug: answer
+                // it as a failed write rather than leave the connection waiting.
+                log::error!("token={}: a deferred answer without a write", conn.token);
+                let err = std::sync::Arc::new(std::io::Error::other(LOG_UNAVAILABLE));
+                durable.acks().publish(&mut vec![Ack {
+                    conn,
+                    result: Err(err),
+                }]);
+            }
+        }
     }
 }
 
@@ -235,18 +274,20 @@ fn publish(shared: &Shared, finished: &mut Vec<Done>, instance: u32) {
         done.append(finished);
         shared.done_len.store(done.len(), Ordering::SeqCst);
     }
-    if shared.parked.load(Ordering::SeqCst) && !shared.wake_pending.swap(true, Ordering::SeqCst) {
-        bump(&shared.app.stats.requests.waker_wakes, 1);
-        if let Err(e) = shared.waker.wake() {
-            log::error!("waking the reactor failed: {}", e);
-        }
-        log::trace!("worker {} woke the reactor", instance);
-    }
+    shared
+        .bell
+        .ring(&shared.app.stats, &format_args!("worker {}", instance));
 }
 
 /// Runs the engine over one job. A panic in it (a handler bug) is caught there: that
 /// connection gets a `500` and is closed, this worker and every other connection go on.
-fn run_job(app: &App, local: &mut Local, mut job: Job) -> Done {
+/// A deferred write is put on `appends`, to be logged once this job's completion is out.
+fn run_job(
+    app: &App,
+    local: &mut Local,
+    mut job: Job,
+    appends: &mut Vec<(ConnTicket, Option<Batch>)>,
+) -> Done {
     let progress = exchange::process_catching(
         app,
         local,
@@ -256,6 +297,26 @@ fn run_job(app: &App, local: &mut Local, mut job: Job) -> Done {
         job.closing,
         Token(job.token),
     );
+    let deferred = local.durable.take();
+    match progress {
+        Progress::AwaitDurable { close } => {
+            let conn = ConnTicket {
+                token: job.token,
+                generation: job.generation,
+                v2: deferred.as_ref().is_some_and(|d| d.v2),
+                close,
+                more: !job.input.is_empty() || !job.exchange.is_idle(),
+            };
+            appends.push((conn, deferred.map(|d| d.batch)));
+        }
+        // Only a panic after the handler can leave a write behind: it was not answered
+        // 204, so its queue room goes back.
+        _ => {
+            if let Some(d) = deferred {
+                app.pipeline.unreserve(d.batch.len());
+            }
+        }
+    }
     Done {
         token: job.token,
         generation: job.generation,

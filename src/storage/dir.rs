@@ -24,6 +24,7 @@ use super::record::Lsn;
 use super::recovery::{self, Recovery};
 use super::segment;
 use super::snapshot::{self, Persisted};
+use crate::stats::Stats;
 
 /// Why the data directory could not be opened.
 #[derive(Debug)]
@@ -70,7 +71,8 @@ pub struct DataDir {
     snapshots: PathBuf,
     /// Held for the life of the handle: the `flock` lives as long as this descriptor.
     _lock: File,
-    stats: Arc<StorageStats>,
+    /// The server's counters; this handle updates their `storage` group.
+    stats: Arc<Stats>,
 }
 
 impl fmt::Debug for DataDir {
@@ -82,6 +84,11 @@ impl fmt::Debug for DataDir {
 impl DataDir {
     /// Creates `root`, `root/wal` and `root/snapshots` if missing and locks `root/LOCK`.
     pub fn open(root: &Path) -> Result<DataDir, OpenError> {
+        DataDir::open_with_stats(root, Arc::new(Stats::default()))
+    }
+
+    /// [`DataDir::open`], counting in the server's `stats` (its `storage` group).
+    pub fn open_with_stats(root: &Path, stats: Arc<Stats>) -> Result<DataDir, OpenError> {
         let io_err = |what| {
             let dir = root.to_path_buf();
             move |source| OpenError::Io { dir, what, source }
@@ -128,7 +135,7 @@ impl DataDir {
             wal,
             snapshots,
             _lock: lock,
-            stats: Arc::new(StorageStats::default()),
+            stats,
         })
     }
 
@@ -145,8 +152,8 @@ impl DataDir {
     }
 
     /// The counters for `/stats`.
-    pub fn stats(&self) -> &Arc<StorageStats> {
-        &self.stats
+    pub fn stats(&self) -> &StorageStats {
+        &self.stats.storage
     }
 
     /// Loads the newest valid snapshot and replays the log after it (see [`recovery`]).
@@ -203,7 +210,10 @@ impl DataDir {
         still_needed: Option<Lsn>,
     ) -> io::Result<Persisted> {
         let persisted = snapshot::persist(&self.snapshots, lsn, bytes)?;
-        self.stats.snapshot_last_unix.store(unix_now(), Relaxed);
+        self.stats
+            .storage
+            .snapshot_last_unix
+            .store(unix_now(), Relaxed);
         if persisted.kept.len() >= snapshot::KEEP
             && let Some(&older) = persisted.kept.last()
         {
@@ -233,6 +243,7 @@ impl DataDir {
             sync_dir(&self.wal)?;
         }
         self.stats
+            .storage
             .log_segments
             .store((segments.len() - removed) as u64, Relaxed);
         Ok(removed)

@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 use crate::ingest::Batch;
 use crate::log_limit::LogLimiter;
 
-use super::StorageStats;
 use super::file::{Fs, SegmentFile};
 use super::record::{Encoded, Lsn};
 use super::segment;
+use crate::stats::Stats;
 
 /// When the log is `fdatasync`ed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +107,9 @@ struct Shared<T> {
 /// the log is synced, and the thread is joined.
 pub struct Log<T: Send + 'static> {
     shared: Arc<Shared<T>>,
-    thread: Option<JoinHandle<()>>,
+    /// Taken by the first [`Log::close`]; a mutex so the log can be closed through a
+    /// shared reference (the server holds it in its shared context).
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn lock<P>(m: &Mutex<P>) -> MutexGuard<'_, P> {
@@ -122,7 +124,7 @@ impl<T: Send + 'static> Log<T> {
         opts: LogOptions,
         fs: F,
         sink: S,
-        stats: Arc<StorageStats>,
+        stats: Arc<Stats>,
     ) -> io::Result<Log<T>>
     where
         S: Sink<Ticket = T>,
@@ -136,7 +138,7 @@ impl<T: Send + 'static> Log<T> {
             }),
             ready: Condvar::new(),
         });
-        let writer = Writer {
+        let mut writer = Writer {
             fs,
             wal_dir,
             seg: None,
@@ -149,13 +151,18 @@ impl<T: Send + 'static> Log<T> {
             stats,
             warn: LogLimiter::new(Duration::from_secs(10)),
         };
+        // The first segment is created now, not at the first write: a directory the log
+        // cannot write in is a start-up error rather than a refused first write, the first
+        // write does not pay for a file creation and a directory sync, and the server's
+        // descriptors stay the same from start-up on.
+        writer.rotate()?;
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("log".into())
             .spawn(move || run(&s, writer, sink))?;
         Ok(Log {
             shared,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -193,10 +200,11 @@ impl<T: Send + 'static> Log<T> {
 
     /// Stops taking appends, writes and syncs what is pending, and joins the thread.
     /// Idempotent.
-    pub fn close(&mut self) {
+    pub fn close(&self) {
         lock(&self.shared.pending).closed = true;
         self.shared.ready.notify_one();
-        if let Some(t) = self.thread.take()
+        let thread = lock(&self.thread).take();
+        if let Some(t) = thread
             && t.join().is_err()
         {
             log::error!("the log thread panicked");
@@ -222,7 +230,7 @@ struct Writer<F: Fs> {
     dirty: bool,
     last_sync: Instant,
     opts: LogOptions,
-    stats: Arc<StorageStats>,
+    stats: Arc<Stats>,
     warn: LogLimiter,
 }
 
@@ -341,7 +349,7 @@ impl<F: Fs> Writer<F> {
         let mut written = seg.write_all_vectored(&mut slices);
         if written.is_ok() && self.opts.fsync == FsyncMode::Always {
             written = seg.sync_data();
-            self.stats.log_fsyncs.fetch_add(1, Relaxed);
+            self.stats.storage.log_fsyncs.fetch_add(1, Relaxed);
             self.last_sync = Instant::now();
         }
         if let Err(e) = written {
@@ -356,7 +364,7 @@ impl<F: Fs> Writer<F> {
         self.seg_len += total;
         self.next_lsn += group.len() as u64;
         self.dirty = self.opts.fsync != FsyncMode::Always;
-        self.stats.log_bytes.fetch_add(total, Relaxed);
+        self.stats.storage.log_bytes.fetch_add(total, Relaxed);
         Ok(())
     }
 
@@ -372,7 +380,7 @@ impl<F: Fs> Writer<F> {
         self.seg = Some(seg);
         self.seg_len = 0;
         self.cut_back_to = None;
-        self.stats.log_segments.store(
+        self.stats.storage.log_segments.store(
             segment::list(&self.wal_dir).map_or(0, |l| l.len() as u64),
             Relaxed,
         );
@@ -385,7 +393,7 @@ impl<F: Fs> Writer<F> {
         let Some(seg) = self.seg.as_mut() else {
             return;
         };
-        self.stats.log_fsyncs.fetch_add(1, Relaxed);
+        self.stats.storage.log_fsyncs.fetch_add(1, Relaxed);
         self.last_sync = Instant::now();
         match seg.sync_data() {
             Ok(()) => self.dirty = false,

@@ -26,28 +26,14 @@ pub mod recovery;
 pub mod segment;
 pub mod snapshot;
 
-use std::sync::atomic::AtomicU64;
-
 pub use dir::{DataDir, OpenError};
 pub use file::{Fs, SegmentFile, StdFs};
 pub use log::{AppendError, Closed, Completion, FsyncMode, Log, LogOptions, Sink};
 pub use record::{Encoded, Lsn};
 pub use recovery::{Recovery, RecoveryReport};
 
-/// The storage counters `/stats` exposes, updated by the log thread, snapshots and
-/// recovery; read with `Relaxed` loads.
-#[derive(Debug, Default)]
-pub struct StorageStats {
-    /// Bytes appended to the log since start.
-    pub log_bytes: AtomicU64,
-    /// Segment files in `DIR/wal/` now.
-    pub log_segments: AtomicU64,
-    /// `fdatasync` calls on the log since start.
-    pub log_fsyncs: AtomicU64,
-    /// Damaged records skipped during recovery (not counting a torn tail).
-    pub log_corrupt_records: AtomicU64,
-    /// Wall-clock seconds of the last snapshot written (or loaded at start-up); 0 if none.
-    pub snapshot_last_unix: AtomicU64,
-    /// Points replayed from the log at start-up.
-    pub recovered_points: AtomicU64,
-}
+/// The storage counters `/stats` exposes (`log_bytes`, `log_segments`, `log_fsyncs`,
+/// `log_corrupt_records`, `snapshot_last_unix`, `recovered_points`), updated by the log
+/// thread, snapshots and recovery; read with `Relaxed` loads. Declared once in the stats
+/// table (`stats.rs`), so `/stats` and `/metrics` show them with the other counters.
+pub type StorageStats = crate::stats::StorageCounters;

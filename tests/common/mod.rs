@@ -16,6 +16,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Every stderr line so far (the log).
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The data directory the harness gave the server (see [`Server::spawn_in`]); removed
+    /// after the server is stopped.
+    pub data: Option<TempDir>,
 }
 
 impl Server {
@@ -33,6 +36,19 @@ impl Server {
     /// `["prlimit", "--nofile=64", "--"]`; the wrapper must `exec` the server so the child's
     /// PID is the server's), and waits (at most 20 s) for its "listening on" line.
     pub fn spawn(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn_in(None, wrapper, args, env)
+    }
+
+    /// [`Server::spawn`] with the process's working directory set to `cwd` when given
+    /// (the test's own working directory otherwise). Unless the test chose a data
+    /// directory or `--memory-only` (flag or variable), the server gets its own temporary
+    /// `--data-dir`, so no test writes into the working directory.
+    pub fn spawn_in(
+        cwd: Option<&std::path::Path>,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = match wrapper.split_first() {
             Some((program, pre)) => {
                 let mut c = Command::new(program);
@@ -44,6 +60,19 @@ impl Server {
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
+        let chose = |flag: &str| {
+            args.iter()
+                .any(|a| *a == flag || a.strip_prefix(flag).is_some_and(|r| r.starts_with('=')))
+        };
+        let data = (!chose("--data-dir")
+            && !chose("--memory-only")
+            && !env
+                .iter()
+                .any(|(k, _)| *k == "METRICSTREAM_DATA_DIR" || *k == "METRICSTREAM_MEMORY_ONLY"))
+        .then(|| TempDir::new("server"));
+        if let Some(d) = &data {
+            cmd.arg("--data-dir").arg(d.join("data"));
+        }
         cmd.args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -51,6 +80,9 @@ impl Server {
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
         }
         let mut child = cmd.spawn().expect("spawn metricstream");
         let stderr = child.stderr.take().expect("stderr");
@@ -78,7 +110,12 @@ impl Server {
                 panic!("server did not start: {:?}", log.lock().unwrap());
             }
         };
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            log,
+            data,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -720,4 +757,130 @@ pub fn fd_targets(pid: i32) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+// ----- Helpers added for the durability tests (tests/durability.rs). The helpers above
+// ----- are unchanged.
+
+/// A fresh directory under the system temp directory, removed with everything in it on
+/// drop (declare it before any [`Server`] using it, so the server is stopped first).
+pub struct TempDir {
+    path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "metricstream-test-{}-{}-{}",
+            tag,
+            std::process::id(),
+            n
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn join(&self, rel: &str) -> std::path::PathBuf {
+        self.path.join(rel)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+impl Server {
+    /// Sends SIGKILL and waits (at most 10 s) until the process is gone; true if it is.
+    pub fn kill9(&mut self) -> bool {
+        signal(self.pid(), libc::SIGKILL);
+        // `wait` reports an exit code, which a killed process has none of: poll instead.
+        wait_until(Duration::from_secs(10), || !self.running())
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Waits (bounded) until every point queued so far has been aggregated, so `/series`
+/// shows every acknowledged write.
+pub fn wait_aggregated(s: &Server) {
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let st = s.stats();
+            st["points_queued"] == st["points_aggregated"]
+        }),
+        "aggregator did not catch up: {}",
+        s.stats()
+    );
+}
+
+/// The PIDs whose parent is `pid` (from `/proc/*/stat`).
+pub fn child_pids(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", p)).unwrap_or_default();
+            // `pid (comm) state ppid ...`; comm may hold spaces, so count after the `)`.
+            let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+            after.split_whitespace().nth(1).and_then(|f| f.parse().ok()) == Some(pid)
+        })
+        .collect()
+}
+
+/// A small seedable generator (SplitMix64) for tests that pick random moments or bytes;
+/// the seed is printed so a failing run can be repeated with `METRICSTREAM_TEST_SEED`.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `METRICSTREAM_TEST_SEED` when set, else from the clock; prints the seed.
+    pub fn from_env_or_clock(test: &str) -> Rng {
+        let seed = std::env::var("METRICSTREAM_TEST_SEED")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            });
+        eprintln!(
+            "{}: seed {} (repeat with METRICSTREAM_TEST_SEED={})",
+            test, seed, seed
+        );
+        Rng(seed)
+    }
+
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `0..n` for tests (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
 }
