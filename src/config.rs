@@ -70,7 +70,7 @@ const MIN_TIMEOUT_SECS: f64 = 0.05;
     after_help = "Every option can also be set with the environment variable shown; the flag wins.\nLogging is controlled by RUST_LOG (default: info)."
 )]
 pub struct Config {
-    /// Socket address to listen on, IPv4 or IPv6 ([::1]:8080); port 0 picks a free port
+    /// Socket address to listen on, IPv4 or IPv6 (`[::1]:8080`); port 0 picks a free port
     #[arg(long, env = "METRICSTREAM_LISTEN", value_name = "ADDR",
         default_value = "127.0.0.1:8080", value_parser = socket_addr)]
     pub listen: SocketAddr,

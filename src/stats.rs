@@ -1,4 +1,4 @@
-//! The server's own counters and gauges, declared once in [`stats_table!`], and the two
+//! The server's own counters and gauges, declared once in `stats_table!`, and the two
 //! renderings generated from that declaration: the `/stats` JSON and the `metricstream_*`
 //! Prometheus families that `/metrics` appends after the user's series.
 //!

@@ -75,7 +75,7 @@ impl SegmentFile for StdSegment {
 }
 
 /// `write_all` over many buffers: `writev` until everything is written, at most
-/// [`IOV_MAX`] buffers per call, retrying `Interrupted`.
+/// `IOV_MAX` buffers per call, retrying `Interrupted`.
 pub fn write_all_vectored<W: Write>(w: &mut W, bufs: &mut &mut [IoSlice<'_>]) -> io::Result<()> {
     IoSlice::advance_slices(bufs, 0);
     while !bufs.is_empty() {
