@@ -5,30 +5,34 @@
 //! (`/metrics`) and a JSON API (`/series`). The contract (flags, endpoints, status codes) is
 //! SPEC.md; `docs/architecture.md` explains the design.
 //!
-//! How a request travels, and where each step lives:
+//! How a write travels, and where each step lives:
 //!
 //! ```text
-//!  listener.rs ──accept until WouldBlock──▶ reactor.rs ──read until drained──▶ Job (bytes by value)
-//!   (socket2: backlog,                      (mio Poll, slab of                     │
-//!    SO_REUSEADDR, v4/v6)                    connection.rs, timer.rs)              ▼
-//!                                                 ▲                       worker_pool.rs
-//!                                                 │ one Waker per batch     exchange.rs: http/ (httparse,
-//!                                                 ├──── Done (bytes) ◀──── framing) → routes.rs
-//!                                                 │                                   │ write: Batch
-//!                                                 │                                   ▼
-//!                                                 └──── Ack ◀── durable.rs ◀── storage/ log thread
-//!                                                 reactor writes      (one writev + fdatasync
-//!                                                 the held 204         per group) ──▶ ingest/ queue
-//!                                                                                  ──▶ aggregator
+//!  net/listener.rs ──accept until WouldBlock──▶ net/reactor.rs ──read until drained──▶ Job (bytes by value)
+//!   (socket2: backlog,                          (mio Poll, slab of net/connection.rs,     │
+//!    SO_REUSEADDR, v4/v6)                        net/lifecycle.rs, net/timer.rs)           ▼
+//!                                                    ▲                          net/worker_pool.rs:
+//!                                                    │ one Waker per batch       http/exchange.rs (httparse,
+//!                                                    │                           framing) → routes.rs →
+//!                                                    │                           ingest/ (parse → Batch,
+//!                                                    │                           reserve queue room)
+//!                                                    │                                     │ append
+//!                                                    │                                     ▼
+//!                                                    └── ack (204 or 503) ◀── storage/ log thread: one
+//!                                                                             write + one fdatasync per
+//!                                                                             group, then the batches go
+//!                                                                             to ingest/ aggregator ──▶
+//!                                                                             read/ (/metrics, /series),
+//!                                                                             snapshots
 //! ```
 //!
-//! A write's `204` leaves only once the write log holds it (`durable.rs` carries the
-//! hand-off; `--memory-only` skips the log and queues directly).
-//!
-//! `config.rs` turns flags and environment into a [`Config`]; `server.rs` starts the chosen
-//! I/O model (the reactor, or one of the comparison models in `io_model/`, which serve each
-//! connection on one thread with blocking sockets around the same `exchange.rs`);
-//! `stats.rs` holds the counters behind `/stats`.
+//! `config.rs` turns flags and environment into a [`Config`]; `server.rs` recovers the
+//! data directory, starts the pipeline, the write log and the chosen I/O model (the reactor,
+//! or one of the comparison models in `io_model/`, which serve each connection on one thread
+//! with blocking sockets around the same engine and the same connection lifecycle);
+//! `durable.rs` carries a write from its route to the log and its acknowledgement back;
+//! `stats.rs` declares every counter once; `tuning.rs` holds every tuning constant;
+//! `names.rs` the Prometheus naming rules. docs/architecture.md has a table of every file.
 
 pub mod app;
 pub mod auth;
