@@ -27,6 +27,11 @@ pub const USER_AGENT: &str = concat!("metricstream/", env!("CARGO_PKG_VERSION"))
 /// The remote_write protocol version header value of remote_write 1.0.
 pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
 
+/// The HTTP client's log target. It logs each request's full URL at `debug`, and a URL's
+/// query may hold a password (`p=`), so the binary caps this target at `info` whatever
+/// `RUST_LOG` says; the forwarder logs each batch itself, by the redacted URL.
+pub const CLIENT_LOG_TARGET: &str = "ureq";
+
 /// What became of one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -238,6 +243,24 @@ mod tests {
         }
         assert!(Client::new(Some(bundle)).is_ok());
         assert!(Client::new(None).is_ok());
+    }
+
+    #[test]
+    fn client_debug_lines_stay_off_under_rust_log_debug() {
+        // What main.rs does: RUST_LOG first, then the cap on the client's target.
+        let logger = env_logger::Builder::new()
+            .parse_filters("debug")
+            .filter_module(CLIENT_LOG_TARGET, log::LevelFilter::Info)
+            .build();
+        let at = |target: &str, level| {
+            log::Log::enabled(
+                &logger,
+                &log::Metadata::builder().target(target).level(level).build(),
+            )
+        };
+        assert!(!at("ureq::unit", log::Level::Debug));
+        assert!(at("ureq::unit", log::Level::Warn));
+        assert!(at("metricstream::forward", log::Level::Debug));
     }
 
     #[test]
