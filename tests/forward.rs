@@ -1,5 +1,6 @@
 //! The forward building blocks (src/forward/) against receivers on loopback: a stub HTTP
-//! receiver in a thread (headers, basic auth, bodies decoded, 503/429/400 classified) and,
+//! receiver in a thread (headers, basic auth, bodies decoded, 503/429/400 classified, https
+//! with a private CA given as `--forward-ca-file` would give it) and,
 //! when installed, a real VictoriaMetrics that must hold exactly the names, labels, values
 //! and millisecond timestamps sent. Not the server binary: forwarding is not wired yet.
 //! Every wait is bounded.
@@ -9,6 +10,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +22,7 @@ use metricstream::ingest::line_protocol::Precision;
 use metricstream::ingest::write::{IngestScratch, WriteParams, batch_for_bench};
 
 use common::{get, tool_available, wait_until};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 fn batch_of(body: &str) -> Batch {
     let params = WriteParams {
@@ -49,6 +52,18 @@ impl Received {
 /// A receiver answering one connection per entry of `replies` (raw responses), in order,
 /// within 20 s in all; the handle yields what it received.
 fn stub(replies: Vec<String>) -> (SocketAddr, JoinHandle<Vec<Received>>) {
+    stub_with(replies, |tcp| Some(Box::new(tcp)))
+}
+
+/// A connection as the stub speaks on it: plain TCP or TLS over it.
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
+/// [`stub`], with each accepted connection wrapped by `wrap` (e.g. in TLS).
+fn stub_with(
+    replies: Vec<String>,
+    wrap: impl Fn(TcpStream) -> Option<Box<dyn Conn>> + Send + 'static,
+) -> (SocketAddr, JoinHandle<Vec<Received>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     listener.set_nonblocking(true).expect("nonblocking");
@@ -61,17 +76,20 @@ fn stub(replies: Vec<String>) -> (SocketAddr, JoinHandle<Vec<Received>>) {
                 stream = listener.accept().ok().map(|(s, _)| s);
                 stream.is_some()
             });
-            let Some(mut stream) = stream.filter(|_| accepted) else {
+            let Some(tcp) = stream.filter(|_| accepted) else {
                 break;
             };
-            stream.set_nonblocking(false).expect("blocking");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
+            tcp.set_nonblocking(false).expect("blocking");
+            tcp.set_read_timeout(Some(Duration::from_secs(5)))
                 .expect("timeout");
-            let Some(request) = read_request(&mut stream) else {
+            let Some(mut conn) = wrap(tcp) else {
                 break;
             };
-            let _ = stream.write_all(reply.as_bytes());
+            let Some(request) = read_request(&mut conn) else {
+                break;
+            };
+            let _ = conn.write_all(reply.as_bytes());
+            let _ = conn.flush();
             received.push(request);
         }
         received
@@ -80,7 +98,7 @@ fn stub(replies: Vec<String>) -> (SocketAddr, JoinHandle<Vec<Received>>) {
 }
 
 /// Reads one request with a `Content-Length` body.
-fn read_request(stream: &mut TcpStream) -> Option<Received> {
+fn read_request(stream: &mut dyn Conn) -> Option<Received> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
@@ -485,4 +503,79 @@ fn victoria_metrics_receives_exact_series() {
         last == expected
     });
     assert!(arrived, "export {last:?}\nexpected {expected:?}");
+}
+
+/// A private CA, a server certificate for 127.0.0.1 signed by it, and the CA's PEM.
+fn private_pki() -> (Arc<rustls::ServerConfig>, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+    let key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("server params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server cert");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("server config");
+    (Arc::new(config), ca.pem())
+}
+
+fn tls_stub(
+    config: Arc<rustls::ServerConfig>,
+    replies: Vec<String>,
+) -> (SocketAddr, JoinHandle<Vec<Received>>) {
+    stub_with(replies, move |tcp| {
+        let conn = rustls::ServerConnection::new(config.clone()).ok()?;
+        Some(Box::new(rustls::StreamOwned::new(conn, tcp)))
+    })
+}
+
+#[test]
+fn https_trusts_the_forward_ca_file_and_only_then() {
+    let (config, ca_pem) = private_pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("write CA");
+    let body = encode(
+        Format::RemoteWrite,
+        &[&batch_of("tls v=1 1000000\n")],
+        10_000,
+    );
+
+    // Built-in roots only: the private CA is unknown, a retry (the operator fixes it).
+    let (addr, handle) = tls_stub(config.clone(), vec![reply("204 No Content", "", "")]);
+    let target =
+        Target::parse(Format::RemoteWrite, &format!("https://u:pw@{addr}/w")).expect("target");
+    match client().send(&target, &body.requests[0].body) {
+        Outcome::Retry {
+            status: 0, error, ..
+        } => assert!(error.to_lowercase().contains("certificate"), "{error}"),
+        other => panic!("untrusted certificate: {other:?}"),
+    }
+    assert!(handle.join().expect("stub").is_empty());
+
+    // With --forward-ca-file: delivered, basic auth inside TLS.
+    let (addr, handle) = tls_stub(config, vec![reply("204 No Content", "", "")]);
+    let target =
+        Target::parse(Format::RemoteWrite, &format!("https://u:pw@{addr}/w")).expect("target");
+    let trusting = Client::new(Some(&ca_file)).expect("client with CA file");
+    assert_eq!(
+        trusting.send(&target, &body.requests[0].body),
+        Outcome::Success { status: 204 }
+    );
+    let got = handle.join().expect("stub");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("Authorization"), Some("Basic dTpwdw=="));
+    let req = remote_write::decode(&got[0].body).expect("decodes");
+    assert_eq!(req.timeseries[0].samples[0].timestamp, 1);
 }
