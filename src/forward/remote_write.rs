@@ -393,4 +393,58 @@ mod tests {
     fn decode_refuses_garbage() {
         assert!(decode(b"\xff\xff\xff\xff").is_err());
     }
+
+    /// Every label set `/metrics` shows for a store, `name{labels}` as rendered.
+    fn exposed_label_sets(batch: &Batch) -> std::collections::BTreeSet<String> {
+        let mut store = SeriesStore::new(usize::MAX);
+        store.apply(batch);
+        let mut text = Vec::new();
+        render_metrics(&store, &[], &mut text);
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_string()))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Arbitrary series keys (separators, escapes, unicode, reserved prefixes, tag
+        /// collisions; keys no parser would make): remote_write names and labels every
+        /// series exactly as `/metrics` does, labels sorted in byte order.
+        #[test]
+        fn names_and_labels_match_the_exposition_for_any_key(
+            points in proptest::collection::vec(
+                crate::ingest::aggregator::test_support::raw_point(), 1..12)
+        ) {
+            use crate::ingest::aggregator::test_support::{V, push};
+            let mut batch = Batch::default();
+            for (m, tags, ts, fields) in &points {
+                let mut key = m.clone();
+                for (k, v) in tags {
+                    key.push_str(&format!(",{k}={v}"));
+                }
+                // Numeric and finite only: /metrics leaves out series whose last value
+                // is a string or not finite, remote_write sends every numeric sample.
+                let fields: Vec<(&str, V<'_>)> = fields
+                    .iter()
+                    .map(|(n, v)| match *v {
+                        V::S(_) => (n.as_str(), V::I(1)),
+                        V::F(f) if !f.is_finite() => (n.as_str(), V::F(0.5)),
+                        v => (n.as_str(), v),
+                    })
+                    .collect();
+                push(&mut batch, &key, *ts, &fields);
+            }
+            let enc = encode(&[&batch], usize::MAX);
+            let mut sent = std::collections::BTreeSet::new();
+            for r in &enc.requests {
+                for s in decode(&r.body).map_err(proptest::test_runner::TestCaseError::fail)?.timeseries {
+                    let names: Vec<&str> = s.labels.iter().map(|l| l.name.as_str()).collect();
+                    proptest::prop_assert!(names.is_sorted(), "{:?}", names);
+                    sent.insert(labels_text(&s.labels));
+                }
+            }
+            proptest::prop_assert_eq!(sent, exposed_label_sets(&batch));
+        }
+    }
 }
