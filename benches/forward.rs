@@ -12,6 +12,10 @@ use metricstream::ingest::line_protocol::Precision;
 use metricstream::ingest::write::{self, IngestScratch, WriteParams};
 use metricstream::tuning::FORWARD_MAX_VALUES;
 
+/// The server's allocator, so allocation costs are the ones a forwarder thread pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn cpu_batch(offset: u64) -> Batch {
     let regions = ["us-east", "us-west", "eu-central", "ap-south"];
     let mut body = String::new();
