@@ -38,6 +38,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod durable;
+pub mod forward;
 pub mod http;
 pub mod ingest;
 pub mod io_model;

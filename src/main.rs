@@ -25,6 +25,11 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
+        // The forward client logs full URLs (secrets in a query included) at debug.
+        .filter_module(
+            metricstream::forward::client::CLIENT_LOG_TARGET,
+            log::LevelFilter::Info,
+        )
         .init();
     match metricstream::run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -98,4 +98,34 @@ pub const LOG_SEGMENT_BYTES: u64 = 64 << 20;
 /// How often `--fsync interval` syncs the log while it holds unsynced writes: SPEC.md
 /// promises "synced every second", so a power loss costs at most about this much of
 /// acknowledged writes.
-pub const LOG_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+pub const LOG_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+// ----- forwarding (forward/) -----------------------------------------------------------
+
+/// Most field values one forward request carries (SPEC "Forwarding"): large enough that a
+/// request amortises its round trip, small enough that a receiver never refuses it for size
+/// (VictoriaMetrics, Mimir and Prometheus accept far larger) and a resend after a lost
+/// answer repeats little.
+pub const FORWARD_MAX_VALUES: usize = 10_000;
+
+/// First retry delay of a failing target; doubled per failure up to
+/// [`FORWARD_BACKOFF_MAX`]. 100 ms rides out a receiver restart without hammering it.
+pub const FORWARD_BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+/// Longest retry delay of our own choosing: a target that comes back is noticed within
+/// 30 s, and a dead one costs one request per 30 s.
+pub const FORWARD_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Longest `Retry-After` honoured. A receiver asking for more (an hour) is waited for this
+/// long only, so a misconfigured proxy cannot stall a target past what its backlog holds.
+pub const FORWARD_RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
+/// Time to establish a forward connection (TCP and TLS).
+pub const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time for one whole forward request, sending the body to reading the answer; past it the
+/// request is retried like a network error.
+pub const FORWARD_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of a receiver's refusal kept for the log and `/stats` `last_error`.
+pub const FORWARD_ERROR_BODY_MAX: usize = 512;

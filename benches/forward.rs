@@ -1,0 +1,65 @@
+//! The forwarder's CPU per sample before the network: encoding logged batches as
+//! remote_write (protobuf + snappy) and as line protocol (gzip), on the benchmark body
+//! shape (1000 points of 3 fields, 100 hosts x 4 regions), 10 batches = 30 000 values per
+//! call, split at the 10 000-value request limit as a forwarder would.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use metricstream::forward::{Format, encode};
+use metricstream::ingest::Batch;
+use metricstream::ingest::line_protocol::Precision;
+use metricstream::ingest::write::{self, IngestScratch, WriteParams};
+use metricstream::tuning::FORWARD_MAX_VALUES;
+
+/// The server's allocator, so allocation costs are the ones a forwarder thread pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn cpu_batch(offset: u64) -> Batch {
+    let regions = ["us-east", "us-west", "eu-central", "ap-south"];
+    let mut body = String::new();
+    for i in 0..1000u64 {
+        body.push_str(&format!(
+            "cpu,host=host_{},region={} usage_user={}.{:02},usage_system={}.{:02},uptime={}i {}\n",
+            i % 100,
+            regions[(i / 100 % 4) as usize],
+            i * 7 % 100,
+            i % 97,
+            i * 13 % 100,
+            i % 89,
+            1_000_000 + i * 7919,
+            1_700_000_000_000_000_000u64 + (offset * 1000 + i) * 1_000_000
+        ));
+    }
+    let params = WriteParams {
+        db: None,
+        precision: Precision::Ns,
+    };
+    write::batch_for_bench(&mut IngestScratch::default(), body.as_bytes(), &params)
+        .expect("valid body")
+}
+
+fn forward_encode(c: &mut Criterion) {
+    let batches: Vec<Batch> = (0..10).map(cpu_batch).collect();
+    let refs: Vec<&Batch> = batches.iter().collect();
+    let values: usize = batches.iter().map(|b| b.fields.len()).sum();
+    let mut g = c.benchmark_group("forward_encode");
+    g.throughput(Throughput::Elements(values as u64));
+    for (name, format) in [
+        ("remote_write", Format::RemoteWrite),
+        ("line_protocol", Format::LineProtocol),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                encode(format, black_box(&refs), FORWARD_MAX_VALUES)
+                    .requests
+                    .len()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, forward_encode);
+criterion_main!(benches);
