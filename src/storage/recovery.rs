@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use crate::ingest::write::{self, IngestScratch};
 use crate::ingest::{Batch, SeriesStore};
 
 use super::StorageStats;
@@ -122,10 +123,16 @@ pub fn recover(
         None => (SeriesStore::new(max_series), 0),
     };
     let mut applied_lsn = snap_lsn;
+    let mut scratch = IngestScratch::default();
     let outcome = replay(wal_dir, snap_lsn, true, |rec| {
         match Kind::from_byte(rec.kind) {
             Some(Kind::Write) => {
                 let batch = Batch::decode(rec.payload).map_err(|e| e.to_string())?;
+                report.points += batch.len() as u64;
+                store.apply(&batch);
+            }
+            Some(Kind::WriteBody) => {
+                let batch = write::rebuild(&mut scratch, rec.payload)?;
                 report.points += batch.len() as u64;
                 store.apply(&batch);
             }
