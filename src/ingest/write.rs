@@ -709,6 +709,27 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A logged write's payload as arbitrary bytes (damage a checksum did not catch, or
+        /// a record of another version) is rebuilt or refused, never a panic.
+        #[test]
+        fn any_logged_payload_rebuilds_or_is_refused(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            head in proptest::option::of((0usize..6, proptest::option::of("[a-z ,=]{0,8}"))),
+        ) {
+            let mut payload = Vec::new();
+            if let Some((precision, db)) = head {
+                WriteSource {
+                    params: WriteParams { db, precision: PRECISIONS[precision] },
+                    now_ns: 7,
+                    body_len: bytes.len(),
+                }
+                .encode_head(&mut payload);
+            }
+            payload.extend_from_slice(&bytes);
+            let mut scratch = IngestScratch::default();
+            let _ = rebuild(&mut scratch, &payload);
+        }
+
         /// What the fuzz target `gzip_ingest` checks: whatever the bytes (gzip of a small or
         /// large body, cut short or with a byte changed, or not gzip at all), no panic and
         /// never more than the limit; an intact body comes back whole or is refused as too

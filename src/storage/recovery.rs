@@ -9,6 +9,9 @@
 //! write a crash interrupted, never acknowledged under `--fsync always`): a `warn` naming
 //! the same, and the file is cut back so the next run does not see it again. Nothing found
 //! in the directory panics or stops start-up; only an unreadable directory is an error.
+//! A write logged as its source and body (kind 2) is rebuilt into the batch the worker
+//! built (`ingest::write::rebuild`); one logged as its batch (kind 1, older logs) is
+//! decoded.
 
 use std::fmt;
 use std::fs::OpenOptions;
