@@ -4,7 +4,8 @@
 //! ```text
 //!  worker: route reserves queue room, parks the Batch in Local::durable, answers a
 //!          deferred 204 ──▶ exchange: Progress::AwaitDurable ──▶ worker publishes its Done,
-//!          then Log::append(Ticket, Batch)
+//!          then Log::append_source(Ticket, Batch, WriteSource): the record is the write's
+//!          source and decoded body, replayed by rebuilding the same Batch
 //!  log thread (DurableSink): apply(lsn, batch) ──▶ the reserved queue room (with its LSN)
 //!                            complete(group)   ──▶ Ack per connection ──▶ AckList + one
 //!                                                  Doorbell ring ──▶ reactor writes the 204
@@ -25,6 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crate::http::exchange::{Phase, Progress};
+use crate::ingest::write::WriteSource;
 use crate::ingest::{Batch, Pipeline};
 use crate::net::doorbell::Doorbell;
 use crate::stats::Stats;
@@ -39,6 +41,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// scratch, taken by that thread once the engine reports `AwaitDurable`.
 pub struct DeferredWrite {
     pub batch: Batch,
+    /// What the log keeps to rebuild `batch` at replay (with the body at its arena's start).
+    pub source: WriteSource,
     /// Came on `/api/v2/write`: a failure is answered in the v2 error shape.
     pub v2: bool,
 }
@@ -250,8 +254,8 @@ impl Durable {
 
     /// Appends a write whose queue room is reserved; its result goes to `ticket`. If the
     /// log is already closed (a shutdown), the write fails like a log error.
-    pub fn append(&self, pipeline: &Pipeline, ticket: Ticket, batch: Batch) {
-        if let Err(closed) = self.log.append(ticket, batch) {
+    pub fn append(&self, pipeline: &Pipeline, ticket: Ticket, write: DeferredWrite) {
+        if let Err(closed) = self.log.append_source(ticket, write.batch, &write.source) {
             pipeline.unreserve(closed.batch.len());
             let err = Arc::new(io::Error::other("the write log is closed"));
             let mut acks = Vec::new();

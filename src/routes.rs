@@ -18,7 +18,7 @@ use crate::http::request::{BodyFraming, ContentEncoding, Method, RequestHead};
 use crate::http::response::ResponseWriter;
 pub use crate::http::service::Reply;
 use crate::http::service::{Limits, RouteId, Service};
-use crate::ingest::write::{self, WriteError};
+use crate::ingest::write::{self, WriteError, WriteSource};
 use crate::log_limit::SharedLogLimiter;
 use crate::read::series::SeriesFilter;
 use crate::stats::bump;
@@ -418,7 +418,7 @@ fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
             )
             .map(|_| None);
         }
-        let batch = write::parse(
+        let write::Parsed { batch, body_len } = write::parse(
             &app.stats, scratch, req.body, gzip, &params, now_ns, max_body,
         )?;
         if batch.is_empty() {
@@ -428,12 +428,17 @@ fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
         app.pipeline
             .reserve(batch.len())
             .map_err(|why| write::unavailable(&app.pipeline, why))?;
-        Ok(Some(batch))
+        let source = WriteSource {
+            params,
+            now_ns,
+            body_len,
+        };
+        Ok(Some((batch, source)))
     });
     match result {
         Ok(None) => Reply::empty(204),
-        Ok(Some(batch)) => {
-            *durable = Some(DeferredWrite { batch, v2 });
+        Ok(Some((batch, source))) => {
+            *durable = Some(DeferredWrite { batch, source, v2 });
             Reply::empty(204).deferred()
         }
         Err(e) => {

@@ -7,10 +7,15 @@
 //! series keys that are not already canonical (tags out of order, or a `db` tag to add)
 //! and escaped string values are built afresh, appended to the same arena. Nothing is
 //! queued unless every line parsed, and then the queue admits the whole batch or none.
+//!
+//! The write log keeps a write as its [`WriteSource`] (parameters, receive time) and its
+//! decoded body, not as the batch: [`rebuild`] runs the same [`build_batch`] again at
+//! replay, which gives back the same batch, because building one is deterministic and
+//! reads no clock.
 
 use std::io::Read;
 
-use super::batch::{Batch, FieldRec, PointRec, Span, Value};
+use super::batch::{Batch, DecodeError, FieldRec, PointRec, Span, Value};
 use super::{Pipeline, Refused};
 use crate::ingest::line_protocol::{self, FieldValue, Parser, Precision};
 use crate::stats::{Stats, bump};
@@ -29,6 +34,119 @@ pub struct WriteParams {
     /// `db` (v1) or `bucket` (v2): becomes tag `db=<value>` on points without one.
     pub db: Option<String>,
     pub precision: Precision,
+}
+
+/// What a write's [`Batch`] was built from, besides the decoded body: what the write log
+/// keeps (record kind 2) to rebuild the batch exactly at replay. The decoded body is the
+/// first `body_len` bytes of the batch's arena ([`build_batch`] copies it there first), so
+/// the log takes it from the batch, with no copy of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteSource {
+    pub params: WriteParams,
+    /// The receive time, given to points without a timestamp.
+    pub now_ns: i64,
+    /// Bytes of the decoded (gunzipped) body.
+    pub body_len: usize,
+}
+
+/// Precisions by their byte in a logged write. Only ever appended to.
+const PRECISIONS: [Precision; 6] = [
+    Precision::Ns,
+    Precision::Us,
+    Precision::Ms,
+    Precision::S,
+    Precision::M,
+    Precision::H,
+];
+
+/// `now_ns i64 | precision u8 | has_db u8 | db_len u32`, then the `db` bytes.
+const SOURCE_FIXED: usize = 8 + 1 + 1 + 4;
+
+impl WriteSource {
+    /// Bytes [`WriteSource::encode_head`] appends.
+    pub fn head_len(&self) -> usize {
+        SOURCE_FIXED + self.params.db.as_ref().map_or(0, String::len)
+    }
+
+    /// Appends the head of a logged write's payload, which the decoded body follows:
+    /// `now_ns i64 | precision u8 | has_db u8 (0 or 1) | db_len u32 | db bytes`
+    /// (little-endian).
+    pub fn encode_head(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.now_ns.to_le_bytes());
+        let precision = PRECISIONS
+            .iter()
+            .position(|&p| p == self.params.precision)
+            .unwrap_or(0);
+        out.push(precision as u8);
+        let db = self.params.db.as_deref().unwrap_or("");
+        out.push(u8::from(self.params.db.is_some()));
+        out.extend_from_slice(&(db.len() as u32).to_le_bytes());
+        out.extend_from_slice(db.as_bytes());
+    }
+
+    /// Splits a logged write's payload into its source and its decoded body.
+    pub fn decode(payload: &[u8]) -> Result<(WriteSource, &[u8]), DecodeError> {
+        let fixed = payload
+            .get(..SOURCE_FIXED)
+            .ok_or(DecodeError("logged write shorter than its head"))?;
+        let mut now = [0u8; 8];
+        now.copy_from_slice(&fixed[0..8]);
+        let precision = *PRECISIONS
+            .get(fixed[8] as usize)
+            .ok_or(DecodeError("logged write with an unknown precision"))?;
+        let has_db = match fixed[9] {
+            0 => false,
+            1 => true,
+            _ => return Err(DecodeError("logged write with an invalid db flag")),
+        };
+        let db_len = u32::from_le_bytes([fixed[10], fixed[11], fixed[12], fixed[13]]) as usize;
+        let rest = &payload[SOURCE_FIXED..];
+        let db = rest
+            .get(..db_len)
+            .ok_or(DecodeError("logged write's db runs past its end"))?;
+        let db =
+            std::str::from_utf8(db).map_err(|_| DecodeError("logged write's db is not UTF-8"))?;
+        if !has_db && !db.is_empty() {
+            return Err(DecodeError("logged write with a db but no db flag"));
+        }
+        let body = &rest[db_len..];
+        let source = WriteSource {
+            params: WriteParams {
+                db: has_db.then(|| db.to_string()),
+                precision,
+            },
+            now_ns: i64::from_le_bytes(now),
+            body_len: body.len(),
+        };
+        Ok((source, body))
+    }
+}
+
+/// Rebuilds the batch of a logged write (a [`WriteSource::encode_head`] head followed by
+/// the decoded body) with the same [`build_batch`] the worker ran: the same keys,
+/// timestamps and values. Counts nothing.
+pub fn rebuild(scratch: &mut IngestScratch, payload: &[u8]) -> Result<Batch, String> {
+    let (source, body) = WriteSource::decode(payload).map_err(|e| e.to_string())?;
+    build_batch(
+        &mut scratch.parser,
+        &mut scratch.order,
+        body,
+        &source.params,
+        source.now_ns,
+    )
+    .map_err(|e| match e {
+        WriteError::Invalid { message, line } => {
+            format!("logged write does not parse: {message} (line {line:?})")
+        }
+        WriteError::TooLarge(m) | WriteError::Unavailable(m) => m,
+    })
+}
+
+/// A parsed write: the batch, and the length of the decoded body that starts its arena.
+#[derive(Debug)]
+pub struct Parsed {
+    pub batch: Batch,
+    pub body_len: usize,
 }
 
 /// Why a write was refused; each maps to one status.
@@ -100,7 +218,7 @@ pub fn write(
     now_ns: i64,
     max_body: usize,
 ) -> Result<usize, WriteError> {
-    let batch = parse(stats, scratch, body, gzip, params, now_ns, max_body)?;
+    let batch = parse(stats, scratch, body, gzip, params, now_ns, max_body)?.batch;
     let n = batch.len();
     if n == 0 {
         return Ok(0);
@@ -112,7 +230,8 @@ pub fn write(
 }
 
 /// Parses `body` (gunzipped first when `gzip`) into the batch a write queues, counting its
-/// points as accepted. Nothing is queued.
+/// points as accepted. Nothing is queued. The decoded body is the first `body_len` bytes
+/// of the batch's arena.
 pub fn parse(
     stats: &Stats,
     scratch: &mut IngestScratch,
@@ -121,7 +240,7 @@ pub fn parse(
     params: &WriteParams,
     now_ns: i64,
     max_body: usize,
-) -> Result<Batch, WriteError> {
+) -> Result<Parsed, WriteError> {
     let IngestScratch {
         parser,
         inflated,
@@ -135,7 +254,10 @@ pub fn parse(
     };
     let batch = build_batch(parser, order, body, params, now_ns)?;
     bump(&stats.pipeline.points_accepted, batch.len() as u64);
-    Ok(batch)
+    Ok(Parsed {
+        batch,
+        body_len: body.len(),
+    })
 }
 
 /// The `503` for a write the queue refused (full, or shutting down).
@@ -211,6 +333,9 @@ fn escape_tag_value(v: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// The batch of `body`. Deterministic (the receive time is passed in), which the write
+/// log relies on: [`rebuild`] calls it again at replay. The arena starts with a copy of
+/// `body`.
 fn build_batch(
     parser: &mut Parser,
     order: &mut Vec<usize>,
@@ -425,6 +550,123 @@ mod tests {
         }
     }
 
+    fn gzip(body: &[u8]) -> Vec<u8> {
+        use flate2::write::GzEncoder;
+        use std::io::Write;
+        let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(body).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// What the log writes for a parsed write: the source's head, then the decoded body
+    /// from the batch's arena.
+    fn logged(parsed: &Parsed, source: &WriteSource) -> Vec<u8> {
+        let mut payload = Vec::new();
+        source.encode_head(&mut payload);
+        assert_eq!(payload.len(), source.head_len());
+        payload.extend_from_slice(&parsed.batch.arena[..parsed.body_len]);
+        payload
+    }
+
+    #[test]
+    fn a_write_source_round_trips() {
+        for db in [None, Some(""), Some("telegraf"), Some("tele graf,=ü")] {
+            for (i, &precision) in PRECISIONS.iter().enumerate() {
+                let source = WriteSource {
+                    params: WriteParams {
+                        db: db.map(str::to_string),
+                        precision,
+                    },
+                    now_ns: -5 + i as i64 * (i64::MAX / 7),
+                    body_len: 3,
+                };
+                let mut payload = Vec::new();
+                source.encode_head(&mut payload);
+                payload.extend_from_slice(b"a\nb");
+                let (back, body) = WriteSource::decode(&payload).unwrap();
+                assert_eq!(body, b"a\nb");
+                assert_eq!(back, source);
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_write_source_is_an_error_not_a_panic() {
+        let source = WriteSource {
+            params: WriteParams {
+                db: Some("db".to_string()),
+                precision: Precision::S,
+            },
+            now_ns: 1,
+            body_len: 0,
+        };
+        let mut payload = Vec::new();
+        source.encode_head(&mut payload);
+        for cut in 0..payload.len() {
+            assert!(
+                WriteSource::decode(&payload[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for (at, byte) in [(8, 6), (9, 2), (10, 0xff)] {
+            let mut bad = payload.clone();
+            bad[at] = byte;
+            assert!(WriteSource::decode(&bad).is_err(), "byte {at} = {byte}");
+        }
+        let mut no_flag = payload.clone();
+        no_flag[9] = 0;
+        assert!(WriteSource::decode(&no_flag).is_err());
+        let mut scratch = IngestScratch::default();
+        let mut invalid = payload.clone();
+        invalid.extend_from_slice(b"cpu novalue\n");
+        assert!(rebuild(&mut scratch, &invalid).is_err());
+    }
+
+    /// Replay rebuilds exactly the batch the worker built: same arena, keys, timestamps
+    /// (the receive time for lines without one) and values, for `db` or none, every
+    /// precision, and gzip bodies (the log keeps the decoded body).
+    #[test]
+    fn rebuilding_a_logged_write_gives_the_same_batch() {
+        let body: &[u8] = b"cpu,zone=z,host=h u=1.5,i=-2i,n=3u,b=t,s=\"a\\\"b\" 1700\n\
+            # a comment\n\
+            \n\
+            cpu,host=h u=2\n\
+            m\\ x,t\\,k=v\\ 1,db=own f=1 17\r\n\
+            mem,b=1,a=2 free=7i";
+        let stats = Stats::default();
+        let mut scratch = IngestScratch::default();
+        let mut again = IngestScratch::default();
+        for db in [None, Some("tele graf")] {
+            for &precision in &PRECISIONS {
+                for gz in [false, true] {
+                    let params = WriteParams {
+                        db: db.map(str::to_string),
+                        precision,
+                    };
+                    let now_ns = 1_700_000_000_123_456_789;
+                    let sent = if gz { gzip(body) } else { body.to_vec() };
+                    let parsed =
+                        parse(&stats, &mut scratch, &sent, gz, &params, now_ns, 1 << 20).unwrap();
+                    assert_eq!(parsed.body_len, body.len());
+                    assert_eq!(parsed.batch.len(), 4);
+                    let source = WriteSource {
+                        params,
+                        now_ns,
+                        body_len: parsed.body_len,
+                    };
+                    let replayed = rebuild(&mut again, &logged(&parsed, &source)).unwrap();
+                    let original = &parsed.batch;
+                    assert_eq!(replayed.arena, original.arena);
+                    assert_eq!(replayed.points, original.points);
+                    assert_eq!(replayed.fields, original.fields);
+                    assert_eq!(replayed.points[1].timestamp_ns, now_ns, "receive time");
+                    let scale = precision.nanos_per_unit();
+                    assert_eq!(replayed.points[0].timestamp_ns, 1700 * scale);
+                }
+            }
+        }
+    }
+
     #[test]
     fn precision_params() {
         assert_eq!(
@@ -467,6 +709,27 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A logged write's payload as arbitrary bytes (damage a checksum did not catch, or
+        /// a record of another version) is rebuilt or refused, never a panic.
+        #[test]
+        fn any_logged_payload_rebuilds_or_is_refused(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            head in proptest::option::of((0usize..6, proptest::option::of("[a-z ,=]{0,8}"))),
+        ) {
+            let mut payload = Vec::new();
+            if let Some((precision, db)) = head {
+                WriteSource {
+                    params: WriteParams { db, precision: PRECISIONS[precision] },
+                    now_ns: 7,
+                    body_len: bytes.len(),
+                }
+                .encode_head(&mut payload);
+            }
+            payload.extend_from_slice(&bytes);
+            let mut scratch = IngestScratch::default();
+            let _ = rebuild(&mut scratch, &payload);
+        }
+
         /// What the fuzz target `gzip_ingest` checks: whatever the bytes (gzip of a small or
         /// large body, cut short or with a byte changed, or not gzip at all), no panic and
         /// never more than the limit; an intact body comes back whole or is refused as too

@@ -237,13 +237,14 @@ impl Conn<'_> {
         let (v2, result) = match (&self.app.durable, deferred) {
             (Some(durable), Some(d)) => {
                 let ticket = Ticket::Waiter(Arc::clone(&t.waiter));
-                durable.append(&self.app.pipeline, ticket, d.batch);
+                let v2 = d.v2;
+                durable.append(&self.app.pipeline, ticket, d);
                 let result = t.waiter.wait(|| self.stop.forced());
                 if result.is_err() && self.stop.forced() {
                     // Its answer may still come: the next append gets a waiter of its own.
                     t.waiter = Arc::new(Waiter::default());
                 }
-                (d.v2, result.map_err(|e| e.to_string()))
+                (v2, result.map_err(|e| e.to_string()))
             }
             _ => {
                 log::error!("thread={}: a deferred answer without a write", t.slot);

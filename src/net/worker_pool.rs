@@ -25,9 +25,8 @@ use std::time::{Instant, SystemTime};
 
 use crate::app::App;
 use crate::app::Local;
-use crate::durable::{Ack, ConnTicket, LOG_UNAVAILABLE, Ticket};
+use crate::durable::{Ack, ConnTicket, DeferredWrite, LOG_UNAVAILABLE, Ticket};
 use crate::http::exchange::{self, Exchange, Progress};
-use crate::ingest::Batch;
 use crate::net::doorbell::Doorbell;
 use crate::stats::bump;
 use crate::tuning::{MAX_CHUNK, PUBLISH_EVERY};
@@ -191,7 +190,7 @@ fn worker_loop(shared: &Shared, instance: u32) {
     let mut local = Local::new(instance);
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_CHUNK);
     let mut finished: Vec<Done> = Vec::with_capacity(MAX_CHUNK);
-    let mut appends: Vec<(ConnTicket, Option<Batch>)> = Vec::new();
+    let mut appends: Vec<(ConnTicket, Option<DeferredWrite>)> = Vec::new();
     loop {
         {
             let mut q = lock(&shared.queue);
@@ -233,14 +232,14 @@ fn worker_loop(shared: &Shared, instance: u32) {
 }
 
 /// Appends the deferred writes of published jobs to the write log.
-fn append_all(app: &App, appends: &mut Vec<(ConnTicket, Option<Batch>)>) {
+fn append_all(app: &App, appends: &mut Vec<(ConnTicket, Option<DeferredWrite>)>) {
     let Some(durable) = &app.durable else {
         appends.clear();
         return;
     };
-    for (conn, batch) in appends.drain(..) {
-        match batch {
-            Some(batch) => durable.append(&app.pipeline, Ticket::Conn(conn), batch),
+    for (conn, write) in appends.drain(..) {
+        match write {
+            Some(write) => durable.append(&app.pipeline, Ticket::Conn(conn), write),
             None => {
                 // A deferred answer with no write behind it would be a handler bug: answer
                 // it as a failed write rather than leave the connection waiting.
@@ -286,7 +285,7 @@ fn run_job(
     app: &App,
     local: &mut Local,
     mut job: Job,
-    appends: &mut Vec<(ConnTicket, Option<Batch>)>,
+    appends: &mut Vec<(ConnTicket, Option<DeferredWrite>)>,
 ) -> Done {
     let progress = exchange::process_catching(
         app,
@@ -307,7 +306,7 @@ fn run_job(
                 close,
                 more: !job.input.is_empty() || !job.exchange.is_idle(),
             };
-            appends.push((conn, deferred.map(|d| d.batch)));
+            appends.push((conn, deferred));
         }
         // Only a panic after the handler can leave a write behind: it was not answered
         // 204, so its queue room goes back.

@@ -1,8 +1,8 @@
 //! The log thread: group commit of appended writes to the active segment.
 //!
-//! Workers call [`Log::append`] (after reserving room in the bounded queue, so a write that
-//! will be refused is never logged): the batch is encoded and checksummed on the worker and
-//! parked in a pending list. The log thread takes *everything* pending at that moment,
+//! Workers call [`Log::append_source`] (after reserving room in the bounded queue, so a
+//! write that will be refused is never logged): the record (the write's source and decoded
+//! body) is checksummed on the worker and parked with its batch in a pending list. The log thread takes *everything* pending at that moment,
 //! stamps sequence numbers, writes the group with `writev`, and under
 //! [`FsyncMode::Always`] covers it with one `fdatasync`; under [`FsyncMode::Interval`] it
 //! syncs once per interval instead. Then, in LSN order, it hands each batch to
@@ -28,8 +28,9 @@ use crate::ingest::Batch;
 use crate::log_limit::LogLimiter;
 
 use super::file::{Fs, SegmentFile};
-use super::record::{Encoded, Lsn};
+use super::record::{Encoded, Kind, Lsn};
 use super::segment;
+use crate::ingest::write::WriteSource;
 use crate::stats::Stats;
 
 /// When the log is `fdatasync`ed.
@@ -166,13 +167,39 @@ impl<T: Send + 'static> Log<T> {
         })
     }
 
-    /// Encodes `batch` on the calling thread and queues it for the next group.
+    /// Encodes `batch` on the calling thread and queues it for the next group (a kind-1
+    /// record: the batch itself).
     pub fn append(&self, ticket: T, batch: Batch) -> Result<(), Closed<T>> {
         let record = Encoded::write(&batch);
         self.append_encoded(ticket, record, batch)
     }
 
-    /// Queues an already encoded record (its payload must be `batch`).
+    /// Queues `batch` as what it was built from (a kind-2 record: `source` and the decoded
+    /// body, which is the first `source.body_len` bytes of the batch's arena). The body is
+    /// checksummed here, on the calling thread, and written by the log thread straight
+    /// from the batch, never copied. Replay rebuilds the batch from it
+    /// (`ingest::write::rebuild`).
+    pub fn append_source(
+        &self,
+        ticket: T,
+        batch: Batch,
+        source: &WriteSource,
+    ) -> Result<(), Closed<T>> {
+        let record = match batch.arena.get(..source.body_len) {
+            Some(body) => Encoded::with_tail(
+                Kind::WriteBody,
+                source.head_len(),
+                |b| source.encode_head(b),
+                body,
+            ),
+            // Not a batch built from that body: log the batch itself, which is always right.
+            None => Encoded::write(&batch),
+        };
+        self.append_encoded(ticket, record, batch)
+    }
+
+    /// Queues an already encoded record (its payload must rebuild `batch`; a tail is
+    /// written from the start of `batch.arena`).
     pub fn append_encoded(
         &self,
         ticket: T,
@@ -337,12 +364,22 @@ impl<F: Fs> Writer<F> {
         let start = self.seg_len;
         let mut total = 0u64;
         for (i, a) in group.iter_mut().enumerate() {
-            total += a.record.seal(self.next_lsn + i as u64).len() as u64;
+            a.record.seal(self.next_lsn + i as u64);
+            total += a.record.len() as u64;
         }
-        let mut slices: Vec<IoSlice<'_>> = group
-            .iter()
-            .map(|a| IoSlice::new(a.record.bytes()))
-            .collect();
+        // Each record from its own buffers (a tail from its batch's arena): the log thread
+        // copies nothing before the kernel does.
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(group.len() * 2);
+        for a in group.iter() {
+            slices.push(IoSlice::new(a.record.bytes()));
+            let tail = a.record.tail_len();
+            if tail > 0 {
+                let Some(body) = a.batch.arena.get(..tail) else {
+                    return Err(io::Error::other("a log record's tail is not in its batch"));
+                };
+                slices.push(IoSlice::new(body));
+            }
+        }
         let Some(seg) = self.seg.as_mut() else {
             return Err(io::Error::other("no active segment"));
         };

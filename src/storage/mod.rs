@@ -1,14 +1,16 @@
 //! Durability: the write log, snapshots of the aggregates, and recovery at start-up.
 //!
 //! ```text
-//!  worker: Batch ──Encoded::write──▶ Log::append ──▶ log thread: one writev + one fdatasync
-//!                                                      per group, DIR/wal/<lsn>.wal
+//!  worker: Batch + WriteSource ──Log::append_source──▶ log thread: one writev + one
+//!          (record = source + the body,                 fdatasync per group,
+//!           checksummed here, not copied)               DIR/wal/<lsn>.wal
 //!                                                         │ in LSN order
 //!                                     Sink::apply ◀───────┤ (to the aggregator queue)
 //!                                     Sink::complete ◀────┘ (Ok(lsn) / Err: 503; one wake)
 //!  aggregator: SeriesStore ──snapshot::encode (under lock)──▶ DataDir::write_snapshot
 //!              (temp, fsync, rename, dir fsync; two kept) ──▶ DataDir::prune_log
-//!  start-up:   DataDir::open (DIR/LOCK) ──▶ DataDir::recover (newest valid snapshot + replay)
+//!  start-up:   DataDir::open (DIR/LOCK) ──▶ DataDir::recover (newest valid snapshot + replay;
+//!              a logged body is rebuilt into its Batch by ingest::write::rebuild)
 //!              ──▶ DataDir::start_log
 //! ```
 //!

@@ -4,10 +4,13 @@
 //! `len` counts `kind..end` (9 + payload) and `crc` is CRC-32 (IEEE) of the `len` bytes
 //! followed by `kind..end`. Covering `len` means a damaged length is caught like any
 //! other damaged byte; covering `lsn` means a record cannot be replayed under another
-//! sequence number. A worker encodes the payload and its checksum ([`Encoded::write`]);
-//! the log thread only stamps the sequence number ([`Encoded::seal`]), which costs a
-//! 13-byte checksum and a combine, so the single log thread never reads a payload.
-//! This module must never accept bytes whose checksum does not match.
+//! sequence number. A worker encodes the payload and its checksum ([`Encoded::write`],
+//! [`Encoded::with_tail`]); the log thread only stamps the sequence number
+//! ([`Encoded::seal`]), which costs a 13-byte checksum and a combine, so the single log
+//! thread never reads a payload. A record may end in a *tail* its owner keeps (a logged
+//! write's body, which is already in its batch): the log writes it from there with
+//! `writev`, so the body is never copied for the log. This module must never accept bytes
+//! whose checksum does not match.
 
 use crate::ingest::Batch;
 
@@ -25,14 +28,20 @@ pub const MAX_LEN: u32 = 1 << 30;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
-    /// One accepted write: a [`Batch`] in [`Batch::encode_into`]'s format.
+    /// One accepted write: a [`Batch`] in [`Batch::encode_into`]'s format. Written by
+    /// older versions; still replayed.
     Write = 1,
+    /// One accepted write as received: a `WriteSource` head (parameters, receive time)
+    /// and the decoded body, from which replay rebuilds the same [`Batch`]. About half the
+    /// size of kind 1.
+    WriteBody = 2,
 }
 
 impl Kind {
     pub fn from_byte(b: u8) -> Option<Kind> {
         match b {
             1 => Some(Kind::Write),
+            2 => Some(Kind::WriteBody),
             _ => None,
         }
     }
@@ -41,8 +50,11 @@ impl Kind {
 /// A record encoded except for its sequence number, ready to hand to the log thread.
 #[derive(Debug)]
 pub struct Encoded {
-    /// `HEADER` bytes (filled by [`Encoded::seal`]) then the payload.
+    /// `HEADER` bytes (filled by [`Encoded::seal`]) then the payload, or the payload's
+    /// head when the record has a tail.
     buf: Vec<u8>,
+    /// Bytes of payload after `buf`, kept by the record's owner and written from there.
+    tail: usize,
     kind: Kind,
     payload_crc: crc32fast::Hasher,
 }
@@ -64,28 +76,53 @@ impl Encoded {
         Encoded::from_parts(kind, buf)
     }
 
+    /// A record of `kind` whose payload is what `head` appends followed by `tail`. The
+    /// checksum covers both; only the head is copied: the caller keeps `tail` and writes
+    /// it right after [`Encoded::bytes`] (same bytes, [`Encoded::tail_len`] of them).
+    pub fn with_tail(
+        kind: Kind,
+        head_len: usize,
+        head: impl FnOnce(&mut Vec<u8>),
+        tail: &[u8],
+    ) -> Encoded {
+        let mut buf = Vec::with_capacity(HEADER + head_len);
+        buf.resize(HEADER, 0);
+        head(&mut buf);
+        let mut e = Encoded::from_parts(kind, buf);
+        e.payload_crc.update(tail);
+        e.tail = tail.len();
+        e
+    }
+
     fn from_parts(kind: Kind, buf: Vec<u8>) -> Encoded {
         let mut payload_crc = crc32fast::Hasher::new();
         payload_crc.update(&buf[HEADER..]);
         Encoded {
             buf,
+            tail: 0,
             kind,
             payload_crc,
         }
     }
 
-    /// Encoded size in the log.
+    /// Encoded size in the log, tail included.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.tail
+    }
+
+    /// Bytes of the tail the owner writes after [`Encoded::bytes`] (0 for most records).
+    pub fn tail_len(&self) -> usize {
+        self.tail
     }
 
     pub fn is_empty(&self) -> bool {
         false
     }
 
-    /// Stamps the sequence number and the checksum; returns the record's bytes.
+    /// Stamps the sequence number and the checksum; returns the record's bytes (up to
+    /// its tail, if it has one).
     pub fn seal(&mut self, lsn: Lsn) -> &[u8] {
-        let len = (self.buf.len() - 8) as u32;
+        let len = (self.len() - 8) as u32;
         let mut head = [0u8; 13];
         head[0..4].copy_from_slice(&len.to_le_bytes());
         head[4] = self.kind as u8;
@@ -100,7 +137,7 @@ impl Encoded {
         &self.buf
     }
 
-    /// The bytes as last sealed.
+    /// The bytes as last sealed (up to the tail).
     pub fn bytes(&self) -> &[u8] {
         &self.buf
     }
@@ -215,6 +252,39 @@ mod tests {
         let b = e.seal(2).to_vec();
         assert_eq!(a[HEADER..], b[HEADER..]);
         assert!(matches!(decode(&b), Decoded::Ok(r) if r.lsn == 2));
+    }
+
+    /// A record with a tail, written as its bytes followed by the tail, reads back as one
+    /// record whose payload is head + tail, under any sequence number.
+    #[test]
+    fn a_tail_is_part_of_the_record() {
+        let mut e = Encoded::with_tail(
+            Kind::WriteBody,
+            4,
+            |b| b.extend_from_slice(b"head"),
+            b" and tail",
+        );
+        assert_eq!(e.len(), HEADER + 13);
+        assert_eq!(e.tail_len(), 9);
+        for lsn in [1, 99] {
+            let mut bytes = e.seal(lsn).to_vec();
+            bytes.extend_from_slice(b" and tail");
+            assert_eq!(
+                decode(&bytes),
+                Decoded::Ok(Record {
+                    kind: 2,
+                    lsn,
+                    payload: b"head and tail",
+                    size: HEADER + 13
+                })
+            );
+            // The same payload in one buffer is the same record, byte for byte.
+            assert_eq!(
+                bytes,
+                Encoded::new(Kind::WriteBody, b"head and tail").seal(lsn)
+            );
+            assert!(plausible_at(&bytes, lsn - 1, 1));
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! write a crash interrupted, never acknowledged under `--fsync always`): a `warn` naming
 //! the same, and the file is cut back so the next run does not see it again. Nothing found
 //! in the directory panics or stops start-up; only an unreadable directory is an error.
+//! A write logged as its source and body (kind 2) is rebuilt into the batch the worker
+//! built (`ingest::write::rebuild`); one logged as its batch (kind 1, older logs) is
+//! decoded.
 
 use std::fmt;
 use std::fs::OpenOptions;
@@ -17,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use crate::ingest::write::{self, IngestScratch};
 use crate::ingest::{Batch, SeriesStore};
 
 use super::StorageStats;
@@ -122,10 +126,16 @@ pub fn recover(
         None => (SeriesStore::new(max_series), 0),
     };
     let mut applied_lsn = snap_lsn;
+    let mut scratch = IngestScratch::default();
     let outcome = replay(wal_dir, snap_lsn, true, |rec| {
         match Kind::from_byte(rec.kind) {
             Some(Kind::Write) => {
                 let batch = Batch::decode(rec.payload).map_err(|e| e.to_string())?;
+                report.points += batch.len() as u64;
+                store.apply(&batch);
+            }
+            Some(Kind::WriteBody) => {
+                let batch = write::rebuild(&mut scratch, rec.payload)?;
                 report.points += batch.len() as u64;
                 store.apply(&batch);
             }
