@@ -9,9 +9,9 @@
 //! queued unless every line parsed, and then the queue admits the whole batch or none.
 //!
 //! The write log keeps a write as its [`WriteSource`] (parameters, receive time) and its
-//! decoded body, not as the batch: [`rebuild`] runs the same [`build_batch`] again at
-//! replay, which gives back the same batch, because building one is deterministic and
-//! reads no clock.
+//! decoded body (LZ4-compressed by the log), not as the batch: [`rebuild`] and
+//! [`rebuild_lz4`] run the same [`build_batch`] again at replay, which gives back the same
+//! batch, because building one is deterministic and reads no clock.
 
 use std::io::Read;
 
@@ -39,9 +39,9 @@ pub struct WriteParams {
 }
 
 /// What a write's [`Batch`] was built from, besides the decoded body: what the write log
-/// keeps (record kind 2) to rebuild the batch exactly at replay. The decoded body is the
-/// first `body_len` bytes of the batch's arena ([`build_batch`] copies it there first), so
-/// the log takes it from the batch, with no copy of its own.
+/// keeps (record kinds 2 and 3) to rebuild the batch exactly at replay. The decoded body
+/// is the first `body_len` bytes of the batch's arena ([`build_batch`] copies it there
+/// first), so the log takes it from the batch, with no copy of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteSource {
     pub params: WriteParams,
