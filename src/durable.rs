@@ -5,7 +5,7 @@
 //!  worker: route reserves queue room, parks the Batch in Local::durable, answers a
 //!          deferred 204 ──▶ exchange: Progress::AwaitDurable ──▶ worker publishes its Done,
 //!          then Log::append_source(Ticket, Batch, WriteSource): the record is the write's
-//!          source and decoded body, replayed by rebuilding the same Batch
+//!          source and decoded body (LZ4-compressed here), replayed by rebuilding the Batch
 //!  log thread (DurableSink): apply(lsn, batch) ──▶ the reserved queue room (with its LSN)
 //!                            complete(group)   ──▶ Ack per connection ──▶ AckList + one
 //!                                                  Doorbell ring ──▶ reactor writes the 204

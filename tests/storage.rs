@@ -689,10 +689,11 @@ fn a_second_open_names_the_directory_and_holder() {
     DataDir::open(tmp.path()).expect("free again once the holder is gone");
 }
 
-/// A write logged as its source and decoded body (record kind 2) replays to exactly the
-/// aggregates its batch gave when it was applied live (count, sum, min, max, last per
-/// series), with `db` or none, every precision, gzip bodies and lines without a timestamp
-/// (the receive time), in a log that also holds kind-1 records as older versions wrote.
+/// A write logged as its source and decoded body (record kind 3, the body compressed)
+/// replays to exactly the aggregates its batch gave when it was applied live (count, sum,
+/// min, max, last per series), with `db` or none, every precision, gzip bodies and lines
+/// without a timestamp (the receive time), in a log that also holds kind-1 and kind-2
+/// records as older versions wrote.
 #[test]
 fn logged_write_bodies_replay_to_the_same_aggregates() {
     use metricstream::ingest::line_protocol::Precision;
@@ -761,6 +762,10 @@ fn logged_write_bodies_replay_to_the_same_aggregates() {
                     if ticket % 5 == 0 {
                         // An older version's record: the batch itself.
                         log.append(ticket, parsed.batch).expect("open");
+                    } else if ticket % 5 == 1 {
+                        // An older version's record: the body uncompressed.
+                        log.append_body(ticket, parsed.batch, &source)
+                            .expect("open");
                     } else {
                         log.append_source(ticket, parsed.batch, &source)
                             .expect("open");

@@ -9,9 +9,9 @@
 //! queued unless every line parsed, and then the queue admits the whole batch or none.
 //!
 //! The write log keeps a write as its [`WriteSource`] (parameters, receive time) and its
-//! decoded body, not as the batch: [`rebuild`] runs the same [`build_batch`] again at
-//! replay, which gives back the same batch, because building one is deterministic and
-//! reads no clock.
+//! decoded body (LZ4-compressed by the log), not as the batch: [`rebuild`] and
+//! [`rebuild_lz4`] run the same [`build_batch`] again at replay, which gives back the same
+//! batch, because building one is deterministic and reads no clock.
 
 use std::io::Read;
 
@@ -26,6 +26,8 @@ pub struct IngestScratch {
     parser: Parser,
     inflated: Vec<u8>,
     order: Vec<usize>,
+    /// A logged body, decompressed at replay.
+    unpacked: Vec<u8>,
 }
 
 /// Query parameters of a write.
@@ -37,9 +39,9 @@ pub struct WriteParams {
 }
 
 /// What a write's [`Batch`] was built from, besides the decoded body: what the write log
-/// keeps (record kind 2) to rebuild the batch exactly at replay. The decoded body is the
-/// first `body_len` bytes of the batch's arena ([`build_batch`] copies it there first), so
-/// the log takes it from the batch, with no copy of its own.
+/// keeps (record kinds 2 and 3) to rebuild the batch exactly at replay. The decoded body
+/// is the first `body_len` bytes of the batch's arena ([`build_batch`] copies it there
+/// first), so the log takes it from the batch, with no copy of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteSource {
     pub params: WriteParams,
@@ -134,12 +136,63 @@ pub fn rebuild(scratch: &mut IngestScratch, payload: &[u8]) -> Result<Batch, Str
         &source.params,
         source.now_ns,
     )
-    .map_err(|e| match e {
+    .map_err(replay_error)
+}
+
+fn replay_error(e: WriteError) -> String {
+    match e {
         WriteError::Invalid { message, line } => {
             format!("logged write does not parse: {message} (line {line:?})")
         }
         WriteError::TooLarge(m) | WriteError::Unavailable(m) => m,
-    })
+    }
+}
+
+/// Most bytes a compressed logged body may declare: a record is at most
+/// `storage::record::MAX_LEN`, and no body is larger than the record that logged it
+/// uncompressed could hold.
+const MAX_UNPACKED: usize = 1 << 30;
+
+/// LZ4 never expands more than 255 times (one token byte and one length byte per 255
+/// repeated bytes), so a declared size beyond that is a lie, refused before allocating.
+const LZ4_MAX_RATIO: usize = 255;
+
+/// [`rebuild`] for a record whose body is one LZ4 block after its decompressed length
+/// (`WriteSource` head | `body_len u32` | block). The declared length is checked against
+/// [`MAX_UNPACKED`] and against what the block could possibly produce before any
+/// allocation, and the block must produce exactly that many bytes: a bomb or a damaged
+/// stream is an error, never a panic or an outsized buffer.
+pub fn rebuild_lz4(scratch: &mut IngestScratch, payload: &[u8]) -> Result<Batch, String> {
+    let (source, rest) = WriteSource::decode(payload).map_err(|e| e.to_string())?;
+    let (len, block) = rest
+        .split_first_chunk::<4>()
+        .ok_or("compressed logged write shorter than its body length")?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > MAX_UNPACKED || len > block.len().saturating_mul(LZ4_MAX_RATIO) + 16 {
+        return Err(format!(
+            "compressed logged write declares {len} bytes from a {} byte block",
+            block.len()
+        ));
+    }
+    scratch.unpacked.clear();
+    scratch.unpacked.resize(len, 0);
+    match lz4_flex::block::decompress_into(block, &mut scratch.unpacked) {
+        Ok(n) if n == len => {}
+        Ok(n) => {
+            return Err(format!(
+                "compressed logged write gives {n} bytes, not {len}"
+            ));
+        }
+        Err(e) => return Err(format!("compressed logged write does not decompress: {e}")),
+    }
+    build_batch(
+        &mut scratch.parser,
+        &mut scratch.order,
+        &scratch.unpacked,
+        &source.params,
+        source.now_ns,
+    )
+    .map_err(replay_error)
 }
 
 /// A parsed write: the batch, and the length of the decoded body that starts its arena.
@@ -245,6 +298,7 @@ pub fn parse(
         parser,
         inflated,
         order,
+        ..
     } = scratch;
     let body: &[u8] = if gzip && !body.is_empty() {
         inflate(body, inflated, max_body)?;
@@ -568,6 +622,18 @@ mod tests {
         payload
     }
 
+    /// What the log writes for a parsed write as a compressed record (kind 3).
+    fn logged_lz4(parsed: &Parsed, source: &WriteSource) -> Vec<u8> {
+        use crate::storage::record::{Encoded, HEADER, Kind};
+        let e = Encoded::with_lz4_body(
+            Kind::WriteBodyLz4,
+            source.head_len(),
+            |b| source.encode_head(b),
+            &parsed.batch.arena[..parsed.body_len],
+        );
+        e.bytes()[HEADER..].to_vec()
+    }
+
     #[test]
     fn a_write_source_round_trips() {
         for db in [None, Some(""), Some("telegraf"), Some("tele graf,=ü")] {
@@ -624,7 +690,8 @@ mod tests {
 
     /// Replay rebuilds exactly the batch the worker built: same arena, keys, timestamps
     /// (the receive time for lines without one) and values, for `db` or none, every
-    /// precision, and gzip bodies (the log keeps the decoded body).
+    /// precision, and gzip bodies (the log keeps the decoded body), from a kind-2 and a
+    /// kind-3 (compressed) payload alike.
     #[test]
     fn rebuilding_a_logged_write_gives_the_same_batch() {
         let body: &[u8] = b"cpu,zone=z,host=h u=1.5,i=-2i,n=3u,b=t,s=\"a\\\"b\" 1700\n\
@@ -654,17 +721,62 @@ mod tests {
                         now_ns,
                         body_len: parsed.body_len,
                     };
-                    let replayed = rebuild(&mut again, &logged(&parsed, &source)).unwrap();
-                    let original = &parsed.batch;
-                    assert_eq!(replayed.arena, original.arena);
-                    assert_eq!(replayed.points, original.points);
-                    assert_eq!(replayed.fields, original.fields);
-                    assert_eq!(replayed.points[1].timestamp_ns, now_ns, "receive time");
-                    let scale = precision.nanos_per_unit();
-                    assert_eq!(replayed.points[0].timestamp_ns, 1700 * scale);
+                    for replayed in [
+                        rebuild(&mut again, &logged(&parsed, &source)).unwrap(),
+                        rebuild_lz4(&mut again, &logged_lz4(&parsed, &source)).unwrap(),
+                    ] {
+                        let original = &parsed.batch;
+                        assert_eq!(replayed.arena, original.arena);
+                        assert_eq!(replayed.points, original.points);
+                        assert_eq!(replayed.fields, original.fields);
+                        assert_eq!(replayed.points[1].timestamp_ns, now_ns, "receive time");
+                        let scale = precision.nanos_per_unit();
+                        assert_eq!(replayed.points[0].timestamp_ns, 1700 * scale);
+                    }
                 }
             }
         }
+    }
+
+    /// A compressed body that claims more than its block can give (a bomb) is refused
+    /// before anything is allocated; one that gives fewer or more bytes than it claims is
+    /// refused too.
+    #[test]
+    fn a_compressed_body_must_give_exactly_its_declared_size() {
+        let source = WriteSource {
+            params: WriteParams {
+                db: None,
+                precision: Precision::Ns,
+            },
+            now_ns: 1,
+            body_len: 0,
+        };
+        let body = b"cpu,host=a u=1 1\n".repeat(50);
+        let block = lz4_flex::block::compress(&body);
+        let payload = |declared: u32, block: &[u8]| {
+            let mut p = Vec::new();
+            source.encode_head(&mut p);
+            p.extend_from_slice(&declared.to_le_bytes());
+            p.extend_from_slice(block);
+            p
+        };
+        let mut scratch = IngestScratch::default();
+        let ok = rebuild_lz4(&mut scratch, &payload(body.len() as u32, &block)).unwrap();
+        assert_eq!(ok.len(), 50);
+        for declared in [u32::MAX, 1 << 30, (block.len() * 255 + 17) as u32] {
+            let err = rebuild_lz4(&mut scratch, &payload(declared, &block)).unwrap_err();
+            assert!(err.contains("declares"), "{err}");
+            assert!(
+                scratch.unpacked.capacity() < 1 << 20,
+                "allocated for a bomb"
+            );
+        }
+        for declared in [0, body.len() as u32 - 1, body.len() as u32 + 1] {
+            assert!(rebuild_lz4(&mut scratch, &payload(declared, &block)).is_err());
+        }
+        let mut head_only = Vec::new();
+        source.encode_head(&mut head_only);
+        assert!(rebuild_lz4(&mut scratch, &head_only).is_err());
     }
 
     #[test]
@@ -728,6 +840,57 @@ mod tests {
             payload.extend_from_slice(&bytes);
             let mut scratch = IngestScratch::default();
             let _ = rebuild(&mut scratch, &payload);
+        }
+
+        /// A compressed logged write whose checksum matched but whose LZ4 stream is bad
+        /// (arbitrary bytes, or a real block cut short or with a byte changed, under any
+        /// declared size) is rebuilt or refused, never a panic, and never decompressed
+        /// past what a block of its size can give.
+        #[test]
+        fn any_compressed_payload_rebuilds_or_is_refused(
+            lines in 1usize..40,
+            keep in proptest::prelude::any::<proptest::sample::Index>(),
+            flip in proptest::option::of(proptest::prelude::any::<(proptest::sample::Index, u8)>()),
+            junk in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)),
+            declared in proptest::option::of(proptest::prelude::any::<u32>()),
+        ) {
+            let body: Vec<u8> = (0..lines)
+                .flat_map(|i| format!("cpu,host=h{i} u={i}.5,n={i}i {i}\n").into_bytes())
+                .collect();
+            let intact = junk.is_none() && flip.is_none() && declared.is_none() && keep.index(4) > 0;
+            let mut block = match junk {
+                Some(j) => j,
+                None => lz4_flex::block::compress(&body),
+            };
+            if !intact {
+                block.truncate(keep.index(block.len() + 1));
+            }
+            if let Some((at, x)) = flip {
+                if !block.is_empty() {
+                    let i = at.index(block.len());
+                    block[i] ^= x.max(1);
+                }
+            }
+            let mut payload = Vec::new();
+            WriteSource {
+                params: WriteParams { db: None, precision: Precision::Ns },
+                now_ns: 7,
+                body_len: 0,
+            }
+            .encode_head(&mut payload);
+            let size = declared.unwrap_or(body.len() as u32);
+            payload.extend_from_slice(&size.to_le_bytes());
+            payload.extend_from_slice(&block);
+            let mut scratch = IngestScratch::default();
+            let result = rebuild_lz4(&mut scratch, &payload);
+            proptest::prop_assert!(scratch.unpacked.len() <= block.len() * 255 + 16);
+            if let Ok(batch) = &result {
+                proptest::prop_assert_eq!(scratch.unpacked.len(), size as usize);
+                proptest::prop_assert!(batch.len() <= scratch.unpacked.len());
+            }
+            if intact {
+                proptest::prop_assert_eq!(result.map(|b| b.len()), Ok(lines));
+            }
         }
 
         /// What the fuzz target `gzip_ingest` checks: whatever the bytes (gzip of a small or

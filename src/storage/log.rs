@@ -2,7 +2,7 @@
 //!
 //! Workers call [`Log::append_source`] (after reserving room in the bounded queue, so a
 //! write that will be refused is never logged): the record (the write's source and decoded
-//! body) is checksummed on the worker and parked with its batch in a pending list. The log thread takes *everything* pending at that moment,
+//! body, LZ4-compressed) is compressed and checksummed on the worker and parked with its batch in a pending list. The log thread takes *everything* pending at that moment,
 //! stamps sequence numbers, writes the group with `writev`, and under
 //! [`FsyncMode::Always`] covers it with one `fdatasync`; under [`FsyncMode::Interval`] it
 //! syncs once per interval instead. Then, in LSN order, it hands each batch to
@@ -174,12 +174,39 @@ impl<T: Send + 'static> Log<T> {
         self.append_encoded(ticket, record, batch)
     }
 
-    /// Queues `batch` as what it was built from (a kind-2 record: `source` and the decoded
-    /// body, which is the first `source.body_len` bytes of the batch's arena). The body is
-    /// checksummed here, on the calling thread, and written by the log thread straight
-    /// from the batch, never copied. Replay rebuilds the batch from it
-    /// (`ingest::write::rebuild`).
+    /// Queues `batch` as what it was built from (a kind-3 record: `source` and the decoded
+    /// body, which is the first `source.body_len` bytes of the batch's arena, as one LZ4
+    /// block). The body is compressed and checksummed here, on the calling thread, so the
+    /// log thread writes about a third of the bytes. A body that does not shrink is logged
+    /// as kind 2 instead ([`Log::append_body`]). Replay decompresses and rebuilds the batch
+    /// (`ingest::write::rebuild_lz4`).
     pub fn append_source(
+        &self,
+        ticket: T,
+        batch: Batch,
+        source: &WriteSource,
+    ) -> Result<(), Closed<T>> {
+        let Some(body) = batch.arena.get(..source.body_len) else {
+            // Not a batch built from that body: log the batch itself, which is always right.
+            return self.append(ticket, batch);
+        };
+        let record = Encoded::with_lz4_body(
+            Kind::WriteBodyLz4,
+            source.head_len(),
+            |b| source.encode_head(b),
+            body,
+        );
+        if record.len() >= super::record::HEADER + source.head_len() + body.len() {
+            return self.append_body(ticket, batch, source);
+        }
+        self.append_encoded(ticket, record, batch)
+    }
+
+    /// Queues `batch` as what it was built from, uncompressed (a kind-2 record: `source`
+    /// and the decoded body). The body is checksummed here, on the calling thread, and
+    /// written by the log thread straight from the batch, never copied. Replay rebuilds the
+    /// batch from it (`ingest::write::rebuild`).
+    pub fn append_body(
         &self,
         ticket: T,
         batch: Batch,

@@ -2,15 +2,15 @@
 //!
 //! ```text
 //!  worker: Batch + WriteSource ──Log::append_source──▶ log thread: one writev + one
-//!          (record = source + the body,                 fdatasync per group,
-//!           checksummed here, not copied)               DIR/wal/<lsn>.wal
+//!          (record = source + the body as one           fdatasync per group,
+//!           LZ4 block, compressed and checksummed here) DIR/wal/<lsn>.wal
 //!                                                         │ in LSN order
 //!                                     Sink::apply ◀───────┤ (to the aggregator queue)
 //!                                     Sink::complete ◀────┘ (Ok(lsn) / Err: 503; one wake)
 //!  aggregator: SeriesStore ──snapshot::encode (under lock)──▶ DataDir::write_snapshot
 //!              (temp, fsync, rename, dir fsync; two kept) ──▶ DataDir::prune_log
 //!  start-up:   DataDir::open (DIR/LOCK) ──▶ DataDir::recover (newest valid snapshot + replay;
-//!              a logged body is rebuilt into its Batch by ingest::write::rebuild)
+//!              a logged body is decompressed and rebuilt into its Batch by ingest::write)
 //!              ──▶ DataDir::start_log
 //! ```
 //!

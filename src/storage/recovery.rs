@@ -9,8 +9,9 @@
 //! write a crash interrupted, never acknowledged under `--fsync always`): a `warn` naming
 //! the same, and the file is cut back so the next run does not see it again. Nothing found
 //! in the directory panics or stops start-up; only an unreadable directory is an error.
-//! A write logged as its source and body (kind 2) is rebuilt into the batch the worker
-//! built (`ingest::write::rebuild`); one logged as its batch (kind 1, older logs) is
+//! A write logged as its source and body (kind 2, or kind 3 with the body LZ4-compressed)
+//! is rebuilt into the batch the worker built (`ingest::write::rebuild`, `rebuild_lz4`,
+//! which refuses a block that does not give exactly its declared size); one logged as its batch (kind 1, older logs) is
 //! decoded.
 
 use std::fmt;
@@ -136,6 +137,11 @@ pub fn recover(
             }
             Some(Kind::WriteBody) => {
                 let batch = write::rebuild(&mut scratch, rec.payload)?;
+                report.points += batch.len() as u64;
+                store.apply(&batch);
+            }
+            Some(Kind::WriteBodyLz4) => {
+                let batch = write::rebuild_lz4(&mut scratch, rec.payload)?;
                 report.points += batch.len() as u64;
                 store.apply(&batch);
             }
