@@ -3,6 +3,9 @@
 //! shape (1000 points of 3 fields, 100 hosts x 4 regions), 10 batches = 30 000 values per
 //! call, split at the 10 000-value request limit as a forwarder would.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -17,27 +20,12 @@ use metricstream::tuning::FORWARD_MAX_VALUES;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn cpu_batch(offset: u64) -> Batch {
-    let regions = ["us-east", "us-west", "eu-central", "ap-south"];
-    let mut body = String::new();
-    for i in 0..1000u64 {
-        body.push_str(&format!(
-            "cpu,host=host_{},region={} usage_user={}.{:02},usage_system={}.{:02},uptime={}i {}\n",
-            i % 100,
-            regions[(i / 100 % 4) as usize],
-            i * 7 % 100,
-            i % 97,
-            i * 13 % 100,
-            i % 89,
-            1_000_000 + i * 7919,
-            1_700_000_000_000_000_000u64 + (offset * 1000 + i) * 1_000_000
-        ));
-    }
+    let body = common::cpu_body(offset, 1_000_000);
     let params = WriteParams {
         db: None,
         precision: Precision::Ns,
     };
-    write::batch_for_bench(&mut IngestScratch::default(), body.as_bytes(), &params)
-        .expect("valid body")
+    write::batch_for_bench(&mut IngestScratch::default(), &body, &params).expect("valid body")
 }
 
 fn forward_encode(c: &mut Criterion) {

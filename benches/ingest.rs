@@ -1,33 +1,17 @@
 //! The worker's whole ingestion step for one write: parse plus building the `Batch` (series
 //! keys, spans, field records), against the parser alone, on the benchmark body shape.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metricstream::ingest::line_protocol::{Parser, Precision};
 use metricstream::ingest::write::{self, IngestScratch, WriteParams};
 
-fn cpu_body() -> Vec<u8> {
-    let regions = ["us-east", "us-west", "eu-central", "ap-south"];
-    let mut body = String::new();
-    for i in 0..1000u64 {
-        body.push_str(&format!(
-            "cpu,host=host_{},region={} usage_user={}.{:02},usage_system={}.{:02},uptime={}i {}\n",
-            i % 100,
-            regions[(i / 100 % 4) as usize],
-            i * 7 % 100,
-            i % 97,
-            i * 13 % 100,
-            i % 89,
-            1_000_000 + i * 7919,
-            1_700_000_000_000_000_000u64 + i * 1000
-        ));
-    }
-    body.into_bytes()
-}
-
 fn ingest_step(c: &mut Criterion) {
-    let body = cpu_body();
+    let body = common::cpu_body(0, 1000);
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Elements(1000));
     let mut parser = Parser::new();
