@@ -820,6 +820,25 @@ mod tests {
         ));
     }
 
+    /// What the proptests do to bytes under test: cut them short at `keep` (when `cut`),
+    /// then flip one byte at `flip`'s index by its non-zero mask.
+    fn damage(
+        bytes: &mut Vec<u8>,
+        cut: bool,
+        keep: proptest::sample::Index,
+        flip: Option<(proptest::sample::Index, u8)>,
+    ) {
+        if cut {
+            bytes.truncate(keep.index(bytes.len() + 1));
+        }
+        if let Some((at, x)) = flip {
+            if !bytes.is_empty() {
+                let i = at.index(bytes.len());
+                bytes[i] ^= x.max(1);
+            }
+        }
+    }
+
     proptest::proptest! {
         /// A logged write's payload as arbitrary bytes (damage a checksum did not catch, or
         /// a record of another version) is rebuilt or refused, never a panic.
@@ -862,15 +881,7 @@ mod tests {
                 Some(j) => j,
                 None => lz4_flex::block::compress(&body),
             };
-            if !intact {
-                block.truncate(keep.index(block.len() + 1));
-            }
-            if let Some((at, x)) = flip {
-                if !block.is_empty() {
-                    let i = at.index(block.len());
-                    block[i] ^= x.max(1);
-                }
-            }
+            damage(&mut block, !intact, keep, flip);
             let mut payload = Vec::new();
             WriteSource {
                 params: WriteParams { db: None, precision: Precision::Ns },
@@ -917,15 +928,7 @@ mod tests {
                 enc.finish().unwrap()
             };
             let intact = !raw && flip.is_none() && keep.index(4) > 0;
-            if !intact {
-                input.truncate(keep.index(input.len() + 1));
-            }
-            if let Some((at, x)) = flip {
-                if !input.is_empty() {
-                    let i = at.index(input.len());
-                    input[i] ^= x.max(1);
-                }
-            }
+            damage(&mut input, !intact, keep, flip);
             let mut out = Vec::new();
             let result = inflate(&input, &mut out, LIMIT);
             proptest::prop_assert!(out.len() <= LIMIT + 1);
