@@ -18,6 +18,9 @@ use std::time::Duration;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+use crate::forward::Format;
+use crate::forward::target::Target;
+
 /// Which I/O architecture serves connections. `Reactor` is the product; the other two exist
 /// so benchmark comparisons run the same request handling under a different I/O core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -170,6 +173,35 @@ pub struct Config {
     #[arg(long = "snapshot-interval", env = "METRICSTREAM_SNAPSHOT_INTERVAL", value_name = "SECS",
         default_value = "60", value_parser = whole_secs(1..=86_400))]
     pub snapshot_interval: Duration,
+
+    /// Forward every accepted point to this Prometheus remote_write URL (repeatable; env: comma-separated)
+    #[arg(long = "remote-write-url", env = "METRICSTREAM_REMOTE_WRITE_URL", value_name = "URL",
+        value_delimiter = ',', hide_env_values = true, value_parser = remote_write_url)]
+    pub remote_write_urls: Vec<Target>,
+
+    /// Forward every accepted point as line protocol to this InfluxDB /write or /api/v2/write URL (repeatable; env: comma-separated)
+    #[arg(long = "influx-write-url", env = "METRICSTREAM_INFLUX_WRITE_URL", value_name = "URL",
+        value_delimiter = ',', hide_env_values = true, value_parser = influx_write_url)]
+    pub influx_write_urls: Vec<Target>,
+
+    /// How far (log bytes) one forward target may fall behind before its oldest unsent points are dropped
+    #[arg(long = "forward-max-backlog-bytes", env = "METRICSTREAM_FORWARD_MAX_BACKLOG_BYTES",
+        value_name = "BYTES", default_value = "1073741824", value_parser = int::<u64>(1..=1 << 50))]
+    pub forward_max_backlog_bytes: u64,
+
+    /// PEM CA certificates trusted for https forward URLs, besides the built-in roots [default: unset]
+    #[arg(long = "forward-ca-file", env = "METRICSTREAM_FORWARD_CA_FILE", value_name = "PATH",
+        value_parser = path)]
+    pub forward_ca_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Every forward target, remote_write ones first, in the order given.
+    pub fn forward_targets(&self) -> impl Iterator<Item = &Target> {
+        self.remote_write_urls
+            .iter()
+            .chain(self.influx_write_urls.iter())
+    }
 }
 
 impl Default for Config {
@@ -248,6 +280,15 @@ fn boolean(s: &str) -> Result<bool, String> {
         "false" | "0" => Ok(false),
         _ => Err("one of true, false, 1, 0".to_string()),
     }
+}
+
+/// A forward URL (its error never quotes the URL, which may hold a password).
+fn remote_write_url(s: &str) -> Result<Target, String> {
+    Target::parse(Format::RemoteWrite, s).map_err(|e| format!("an http(s) URL: {e}"))
+}
+
+fn influx_write_url(s: &str) -> Result<Target, String> {
+    Target::parse(Format::LineProtocol, s).map_err(|e| format!("an http(s) URL: {e}"))
 }
 
 /// The auth token: printable ASCII without spaces, as every header form can carry it.
@@ -345,7 +386,8 @@ impl ConfigError {
 
 /// Outcome of reading the command line: run with a config, or print something and exit.
 pub enum Startup {
-    Run(Config),
+    /// Boxed: a `Config` is large and this is returned once.
+    Run(Box<Config>),
     /// `--help` / `--version`: print to stdout and exit 0.
     Print(String),
 }
@@ -364,7 +406,12 @@ impl Config {
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         match Config::try_parse_from(&args) {
-            Ok(config) => Ok(Startup::Run(config)),
+            Ok(config) if config.memory_only && config.forward_targets().next().is_some() => {
+                Err(ConfigError::Usage(
+                    "--memory-only cannot be combined with --remote-write-url or --influx-write-url: forwarding reads the write log, which --memory-only turns off".to_string(),
+                ))
+            }
+            Ok(config) => Ok(Startup::Run(Box::new(config))),
             Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
                 Ok(Startup::Print(e.render().to_string()))
             }
@@ -389,7 +436,7 @@ mod tests {
         let mut v = vec!["metricstream"];
         v.extend_from_slice(args);
         match Config::from_args(v)? {
-            Startup::Run(c) => Ok(c),
+            Startup::Run(c) => Ok(*c),
             Startup::Print(_) => panic!("unexpected help"),
         }
     }
@@ -415,6 +462,9 @@ mod tests {
         assert_eq!(d.fsync, Fsync::Always);
         assert!(!d.memory_only);
         assert_eq!(d.snapshot_interval, Duration::from_secs(60));
+        assert!(d.forward_targets().next().is_none());
+        assert_eq!(d.forward_max_backlog_bytes, 1 << 30);
+        assert_eq!(d.forward_ca_file, None);
     }
 
     #[test]
@@ -448,6 +498,54 @@ mod tests {
     }
 
     #[test]
+    fn forward_flags_parse_repeat_and_never_echo_a_url() {
+        let c = parse(&[
+            "--remote-write-url",
+            "http://u:secret@127.0.0.1:8428/api/v1/write",
+            "--remote-write-url=https://vm.example/api/v1/write",
+            "--influx-write-url",
+            "http://127.0.0.1:8086/write?db=x&p=pw",
+            "--forward-max-backlog-bytes",
+            "65536",
+            "--forward-ca-file",
+            "/etc/ca.pem",
+        ])
+        .expect("parses");
+        let shown: Vec<&str> = c.forward_targets().map(|t| t.redacted()).collect();
+        assert_eq!(
+            shown,
+            [
+                "http://u:***@127.0.0.1:8428/api/v1/write",
+                "https://vm.example/api/v1/write",
+                "http://127.0.0.1:8086/write?db=x&p=***",
+            ]
+        );
+        assert_eq!(c.forward_max_backlog_bytes, 65536);
+        assert_eq!(c.forward_ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        // The variable takes a comma-separated list.
+        let c = parse(&["--influx-write-url", "http://a/write,http://b/write"]).expect("parses");
+        assert_eq!(c.influx_write_urls.len(), 2);
+        let e = parse(&["--remote-write-url", "ftp://u:secret@h/x"]).expect_err("refused");
+        let line = e.to_string();
+        assert!(line.contains("--remote-write-url"), "{line}");
+        assert!(!line.contains("secret"), "{line}");
+        let e = parse(&["--forward-max-backlog-bytes", "0"]).expect_err("refused");
+        assert!(e.to_string().contains("--forward-max-backlog-bytes"));
+    }
+
+    #[test]
+    fn memory_only_and_forwarding_exclude_each_other() {
+        let e = parse(&[
+            "--memory-only",
+            "--remote-write-url",
+            "http://h/api/v1/write",
+        ])
+        .expect_err("refused");
+        assert!(e.to_string().contains("--memory-only"), "{e}");
+        assert!(parse(&["--memory-only"]).is_ok());
+    }
+
+    #[test]
     fn memory_only_switch_values() {
         for (v, want) in [("true", true), ("1", true), ("false", false), ("0", false)] {
             assert_eq!(boolean(v), Ok(want));
@@ -470,7 +568,7 @@ mod tests {
         }
         assert!(args.len() > 10, "{args:?}");
         let from_flags = match Config::from_args(&args).unwrap() {
-            Startup::Run(c) => c,
+            Startup::Run(c) => *c,
             Startup::Print(_) => panic!("unexpected help"),
         };
         assert_eq!(from_flags, Config::default());

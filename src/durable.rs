@@ -252,6 +252,11 @@ impl Durable {
         &self.acks
     }
 
+    /// The log's committed end, for the forwarders.
+    pub fn tail(&self) -> &Arc<crate::storage::LogTail> {
+        self.log.tail()
+    }
+
     /// Appends a write whose queue room is reserved; its result goes to `ticket`. If the
     /// log is already closed (a shutdown), the write fails like a log error.
     pub fn append(&self, pipeline: &Pipeline, ticket: Ticket, write: DeferredWrite) {

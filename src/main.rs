@@ -13,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     metricstream::sys::disable_transparent_huge_pages();
     let config = match Config::from_env_and_args() {
-        Ok(Startup::Run(config)) => config,
+        Ok(Startup::Run(config)) => *config,
         Ok(Startup::Print(text)) => {
             print!("{}", text);
             return ExitCode::SUCCESS;
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, whatever RUST_LOG says (not also a log line: scripts read it).
             eprintln!("metricstream: {}", e);
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

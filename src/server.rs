@@ -9,7 +9,10 @@
 //! taking requests and finishes those in flight first; then the log is closed (what is
 //! pending is written, synced and queued), the pipeline drained, and a final snapshot
 //! written; the directory lock is released last. A snapshot thread meanwhile writes one
-//! every `--snapshot-interval`; its failures are logged, never fatal.
+//! every `--snapshot-interval`; its failures are logged, never fatal. With forward targets,
+//! their threads start after the log (a new target's cursor is the log's end before the
+//! server listens) and stop after it is closed, given a few seconds to send what is
+//! committed; snapshots never prune a log segment a target has not sent.
 
 use std::fmt;
 use std::os::fd::AsRawFd;
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use crate::app::App;
 use crate::config::{Config, Fsync, IoModel};
 use crate::durable::{AckList, Durable, DurableSink};
+use crate::forward::{Forwarding, Positions};
 use crate::ingest::Pipeline;
 use crate::io_model;
 use crate::log_limit::LogLimiter;
@@ -35,6 +39,19 @@ pub enum ServerError {
     Io(&'static str, std::io::Error),
     /// The data directory could not be opened, locked or recovered (one line, exit 1).
     Storage(String),
+    /// A setting that passed parsing but cannot be used (an unreadable `--forward-ca-file`):
+    /// one line, exit 2 like any other configuration error.
+    Config(String),
+}
+
+impl ServerError {
+    /// The process exit code this error stops the server with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServerError::Config(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 impl fmt::Display for ServerError {
@@ -42,7 +59,7 @@ impl fmt::Display for ServerError {
         match self {
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {}: {}", addr, e),
             ServerError::Io(what, e) => write!(f, "{}: {}", what, e),
-            ServerError::Storage(what) => f.write_str(what),
+            ServerError::Storage(what) | ServerError::Config(what) => f.write_str(what),
         }
     }
 }
@@ -132,6 +149,27 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             (pipeline, Some(durable), Some((dir, loaded)))
         }
     };
+    let forwarding = match (&durable, &storage) {
+        (Some(d), Some((dir, _))) if config.forward_targets().next().is_some() => {
+            let targets: Vec<_> = config.forward_targets().cloned().collect();
+            let f = Forwarding::start(
+                &targets,
+                dir.path(),
+                dir.wal_dir(),
+                d.tail(),
+                config.forward_ca_file.as_deref(),
+                config.forward_max_backlog_bytes,
+                &stats,
+            )
+            .map_err(ServerError::Config)?;
+            Some(f)
+        }
+        _ => None,
+    };
+    let positions = forwarding
+        .as_ref()
+        .map(Forwarding::positions)
+        .unwrap_or_default();
     let app = Arc::new(App {
         config: config.clone(),
         stats: Arc::clone(&stats),
@@ -146,6 +184,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 Arc::clone(&pipeline),
                 config.snapshot_interval,
                 *loaded,
+                positions.clone(),
             )
             .map_err(|e| ServerError::Io("starting the snapshot thread", e))?,
         ),
@@ -172,12 +211,20 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     if let Some(durable) = &app.durable {
         durable.close();
     }
+    // What is committed goes out now if the targets take it; the rest waits in the log.
+    if let Some(f) = forwarding {
+        f.stop(
+            config
+                .shutdown_timeout
+                .min(crate::tuning::FORWARD_SHUTDOWN_GRACE),
+        );
+    }
     let queued_at_stop = pipeline.queue_depth();
     let drained = pipeline.drain_and_stop();
     if let (Some(s), Some((dir, _))) = (snapshots, &storage) {
         let mut last = s.stop();
         let mut warn = LogLimiter::new(Duration::from_secs(10));
-        snapshot(dir, &pipeline, &mut last, &mut warn);
+        snapshot(dir, &pipeline, &mut last, &mut warn, &positions);
     }
     let rq = &stats.requests;
     let io = &stats.io;
@@ -271,7 +318,13 @@ fn start_durable(
 /// of the last one). Encoding happens under the store lock (a memory copy), the file
 /// work outside it. Failures are logged (rate-limited) and never fatal: the log still
 /// holds everything, a later snapshot tries again.
-fn snapshot(dir: &DataDir, pipeline: &Pipeline, last: &mut Option<u64>, warn: &mut LogLimiter) {
+fn snapshot(
+    dir: &DataDir,
+    pipeline: &Pipeline,
+    last: &mut Option<u64>,
+    warn: &mut LogLimiter,
+    positions: &Positions,
+) {
     let started = Instant::now();
     let encoded = pipeline.with_applied(|store, lsn| {
         (*last != Some(lsn)).then(|| (lsn, DataDir::encode_snapshot(store, lsn)))
@@ -279,7 +332,8 @@ fn snapshot(dir: &DataDir, pipeline: &Pipeline, last: &mut Option<u64>, warn: &m
     let Some((lsn, bytes)) = encoded else {
         return;
     };
-    match dir.write_snapshot(lsn, &bytes, None) {
+    // Log segments a forward target has not sent yet are kept.
+    match dir.write_snapshot(lsn, &bytes, positions.still_needed()) {
         Ok(p) => {
             *last = Some(lsn);
             log::debug!(
@@ -317,6 +371,7 @@ impl Snapshotter {
         pipeline: Arc<Pipeline>,
         every: Duration,
         loaded: Option<u64>,
+        positions: Positions,
     ) -> std::io::Result<Snapshotter> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let s = Arc::clone(&stop);
@@ -343,7 +398,7 @@ impl Snapshotter {
                         return last;
                     }
                     drop(stopped);
-                    snapshot(&dir, &pipeline, &mut last, &mut warn);
+                    snapshot(&dir, &pipeline, &mut last, &mut warn, &positions);
                 }
             })?;
         Ok(Snapshotter { stop, thread })

@@ -9,8 +9,8 @@
 //! it must never import `ingest` or `read` (they import it); what it needs from them comes
 //! in as plain numbers or through [`QueueGauges`].
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// Keeps a group of counters on their own cache lines.
@@ -85,6 +85,8 @@ macro_rules! stats_table {
         pub struct Stats {
             pub started: Instant,
             $( pub $group: Padded<$Group>, )*
+            /// One entry per forward target, set once at start-up (empty if none).
+            pub forward: OnceLock<Vec<Arc<ForwardStats>>>,
         }
 
         impl Default for Stats {
@@ -92,6 +94,7 @@ macro_rules! stats_table {
                 Stats {
                     started: Instant::now(),
                     $( $group: Padded::default(), )*
+                    forward: OnceLock::new(),
                 }
             }
         }
@@ -204,6 +207,69 @@ stats_table! {
             "Wall-clock time of the last snapshot written or loaded (0: none).";
         recovered_points: Gauge "metricstream_recovered_points",
             "Points replayed from the write log at start-up.";
+    }
+}
+
+/// The counters of one forward target, written by its forwarder thread. `url` is the
+/// redacted form (never the password).
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    pub url: String,
+    /// `remote_write` or `line_protocol`.
+    pub format: &'static str,
+    /// Points with at least one value in a request answered `2xx`.
+    pub points_sent: AtomicU64,
+    /// Points of requests answered with a `4xx` other than `429`.
+    pub dropped_rejected: AtomicU64,
+    /// Points skipped because the target fell more than `--forward-max-backlog-bytes` behind.
+    pub dropped_backlog: AtomicU64,
+    /// Field values the format cannot carry (strings in remote_write).
+    pub dropped_unsupported: AtomicU64,
+    /// Log bytes not yet sent.
+    pub backlog_bytes: AtomicU64,
+    /// Requests sent again after a network error, `5xx` or `429`.
+    pub retries: AtomicU64,
+    /// Wall-clock seconds of the last `2xx` (0: none yet).
+    pub last_success_unix: AtomicU64,
+    /// The last failure, if any (no URL, no secret).
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl ForwardStats {
+    pub fn new(url: &str, format: &'static str) -> ForwardStats {
+        ForwardStats {
+            url: url.to_string(),
+            format,
+            ..ForwardStats::default()
+        }
+    }
+
+    pub fn set_last_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "url": self.url,
+            "format": self.format,
+            "points_sent": self.points_sent.load(Relaxed),
+            "points_dropped": {
+                "rejected": self.dropped_rejected.load(Relaxed),
+                "backlog": self.dropped_backlog.load(Relaxed),
+                "unsupported": self.dropped_unsupported.load(Relaxed),
+            },
+            "backlog_bytes": self.backlog_bytes.load(Relaxed),
+            "retries": self.retries.load(Relaxed),
+            "last_error": self.last_error(),
+            "last_success_unix": self.last_success_unix.load(Relaxed),
+        })
     }
 }
 
@@ -343,6 +409,11 @@ pub fn render_json_with(stats: &Stats, info: &ServerInfo, readings: &Readings, o
         for (figure, value) in stats.figures() {
             map.insert(figure.key.to_string(), Value::from(value));
         }
+        let forward = stats.forward.get().map_or(&[][..], Vec::as_slice);
+        map.insert(
+            "forward".to_string(),
+            Value::Array(forward.iter().map(|t| t.json()).collect()),
+        );
     }
     // serde_json never fails writing a Value into a Vec.
     let _ = serde_json::to_writer(&mut *out, &v);
@@ -446,7 +517,70 @@ pub fn own_families_with(
             depth as f64,
         ));
     }
+    if let Some(targets) = stats.forward.get().filter(|t| !t.is_empty()) {
+        forward_families(targets, &mut f);
+    }
     f
+}
+
+/// `metricstream_forward_*`: one sample per target (labelled by its redacted URL), the
+/// drops also by reason.
+fn forward_families(targets: &[Arc<ForwardStats>], f: &mut Vec<OwnFamily<'static>>) {
+    use OwnKind::{Counter, Gauge};
+    let per_target = |name, help, kind, value: &dyn Fn(&ForwardStats) -> u64| OwnFamily {
+        name,
+        help,
+        kind,
+        samples: targets
+            .iter()
+            .map(|t| (vec![("url", t.url.clone())], value(t) as f64))
+            .collect(),
+    };
+    f.push(per_target(
+        "metricstream_forward_points_sent_total",
+        "Points delivered to the forward target (requests answered 2xx).",
+        Counter,
+        &|t| t.points_sent.load(Relaxed),
+    ));
+    f.push(OwnFamily {
+        name: "metricstream_forward_points_dropped_total",
+        help: "Points (string values for unsupported) not delivered to the forward target, by reason.",
+        kind: Counter,
+        samples: targets
+            .iter()
+            .flat_map(|t| {
+                [
+                    ("rejected", &t.dropped_rejected),
+                    ("backlog", &t.dropped_backlog),
+                    ("unsupported", &t.dropped_unsupported),
+                ]
+                .map(|(reason, c)| {
+                    (
+                        vec![("url", t.url.clone()), ("reason", reason.to_string())],
+                        c.load(Relaxed) as f64,
+                    )
+                })
+            })
+            .collect(),
+    });
+    f.push(per_target(
+        "metricstream_forward_backlog_bytes",
+        "Write log bytes not yet sent to the forward target.",
+        Gauge,
+        &|t| t.backlog_bytes.load(Relaxed),
+    ));
+    f.push(per_target(
+        "metricstream_forward_retries_total",
+        "Requests to the forward target sent again after a network error, 5xx or 429.",
+        Counter,
+        &|t| t.retries.load(Relaxed),
+    ));
+    f.push(per_target(
+        "metricstream_forward_last_success_unix_seconds",
+        "Wall-clock time of the last 2xx from the forward target (0: none yet).",
+        Gauge,
+        &|t| t.last_success_unix.load(Relaxed),
+    ));
 }
 
 #[cfg(test)]
@@ -538,6 +672,7 @@ mod tests {
             "connections_accepted",
             "connections_active",
             "connections_rejected_over_limit",
+            "forward",
             "io_model",
             "label_collisions",
             "listen_addr",
@@ -571,6 +706,50 @@ mod tests {
         ];
         expected.sort_unstable();
         assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn forward_targets_in_both_outputs() {
+        let stats = Stats::default();
+        let t = Arc::new(ForwardStats::new(
+            "http://u:***@h/api/v1/write",
+            "remote_write",
+        ));
+        t.points_sent.store(7, Relaxed);
+        t.dropped_backlog.store(3, Relaxed);
+        t.set_last_error(Some("503 Service Unavailable".into()));
+        assert!(stats.forward.set(vec![t]).is_ok());
+        let v = json(&stats, &Readings::default());
+        let f = &v["forward"][0];
+        assert_eq!(f["url"], "http://u:***@h/api/v1/write");
+        assert_eq!(f["format"], "remote_write");
+        assert_eq!(f["points_sent"], 7);
+        assert_eq!(f["points_dropped"]["backlog"], 3);
+        assert_eq!(f["points_dropped"]["rejected"], 0);
+        assert_eq!(f["last_error"], "503 Service Unavailable");
+        let fams = own_families_with(&stats, &info(), None, 0, 0);
+        let dropped = fams
+            .iter()
+            .find(|f| f.name == "metricstream_forward_points_dropped_total")
+            .expect("dropped family");
+        assert_eq!(dropped.samples.len(), 3);
+        assert!(
+            dropped
+                .samples
+                .iter()
+                .any(|(l, v)| *v == 3.0 && l.contains(&("reason", "backlog".to_string())))
+        );
+        // No target: no forward families, an empty list in /stats.
+        let none = Stats::default();
+        assert_eq!(
+            json(&none, &Readings::default())["forward"],
+            serde_json::json!([])
+        );
+        assert!(
+            !own_families_with(&none, &info(), None, 0, 0)
+                .iter()
+                .any(|f| f.name.starts_with("metricstream_forward_"))
+        );
     }
 
     /// Gives every declared figure a distinct value and finds exactly that value under its

@@ -108,6 +108,14 @@ pub const LOG_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// answer repeats little.
 pub const FORWARD_MAX_VALUES: usize = 10_000;
 
+/// Longest a forwarder holds a partly filled batch before sending it (SPEC: batches leave
+/// at least every second), so a trickle of writes is delivered within about a second.
+pub const FORWARD_MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a graceful shutdown lets forwarders send what is committed before it stops
+/// waiting for them (what they did not send stays in the log for the next start).
+pub const FORWARD_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// First retry delay of a failing target; doubled per failure up to
 /// [`FORWARD_BACKOFF_MAX`]. 100 ms rides out a receiver restart without hammering it.
 pub const FORWARD_BACKOFF_MIN: Duration = Duration::from_millis(100);

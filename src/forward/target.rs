@@ -17,7 +17,7 @@ use super::Format;
 const SECRET_PARAMS: &[&str] = &["p", "password", "token"];
 
 /// Where and how one target receives points.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     format: Format,
     /// The URL requests go to: userinfo and fragment removed, query kept.

@@ -30,6 +30,7 @@ use crate::log_limit::LogLimiter;
 use super::file::{Fs, SegmentFile};
 use super::record::{Encoded, Kind, Lsn};
 use super::segment;
+use super::tail::{Committed, LogTail};
 use crate::ingest::write::WriteSource;
 use crate::stats::Stats;
 
@@ -108,6 +109,8 @@ struct Shared<T> {
 /// the log is synced, and the thread is joined.
 pub struct Log<T: Send + 'static> {
     shared: Arc<Shared<T>>,
+    /// The committed end, for the log's readers.
+    tail: Arc<LogTail>,
     /// Taken by the first [`Log::close`]; a mutex so the log can be closed through a
     /// shared reference (the server holds it in its shared context).
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -143,9 +146,11 @@ impl<T: Send + 'static> Log<T> {
             fs,
             wal_dir,
             seg: None,
+            seg_first: next_lsn,
             seg_len: 0,
             cut_back_to: None,
             next_lsn,
+            tail: Arc::new(LogTail::default()),
             dirty: false,
             last_sync: Instant::now(),
             opts,
@@ -157,14 +162,26 @@ impl<T: Send + 'static> Log<T> {
         // write does not pay for a file creation and a directory sync, and the server's
         // descriptors stay the same from start-up on.
         writer.rotate()?;
+        let tail = Arc::new(LogTail::new(Committed {
+            lsn: next_lsn.saturating_sub(1),
+            segment: writer.seg_first,
+            end: 0,
+        }));
+        writer.tail = Arc::clone(&tail);
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("log".into())
             .spawn(move || run(&s, writer, sink))?;
         Ok(Log {
             shared,
+            tail,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// The committed end of the log, for readers that follow it (forwarders).
+    pub fn tail(&self) -> &Arc<LogTail> {
+        &self.tail
     }
 
     /// Encodes `batch` on the calling thread and queues it for the next group (a kind-1
@@ -263,6 +280,7 @@ impl<T: Send + 'static> Log<T> {
         {
             log::error!("the log thread panicked");
         }
+        self.tail.close();
     }
 }
 
@@ -277,6 +295,8 @@ struct Writer<F: Fs> {
     fs: F,
     wal_dir: PathBuf,
     seg: Option<Box<dyn SegmentFile>>,
+    /// First LSN (the name) of the active segment.
+    seg_first: Lsn,
     seg_len: u64,
     /// A failed group whose bytes could not be cut off yet: retried before the next write.
     cut_back_to: Option<u64>,
@@ -286,6 +306,7 @@ struct Writer<F: Fs> {
     opts: LogOptions,
     stats: Arc<Stats>,
     warn: LogLimiter,
+    tail: Arc<LogTail>,
 }
 
 fn run<T, S, F>(shared: &Shared<T>, mut w: Writer<F>, mut sink: S)
@@ -429,6 +450,12 @@ impl<F: Fs> Writer<F> {
         self.next_lsn += group.len() as u64;
         self.dirty = self.opts.fsync != FsyncMode::Always;
         self.stats.storage.log_bytes.fetch_add(total, Relaxed);
+        // In the log for good (synced when the mode says so): readers may have it.
+        self.tail.publish(Committed {
+            lsn: self.next_lsn - 1,
+            segment: self.seg_first,
+            end: self.seg_len,
+        });
         Ok(())
     }
 
@@ -442,6 +469,7 @@ impl<F: Fs> Writer<F> {
         let seg = self.fs.create(&path)?;
         self.fs.sync_dir(&self.wal_dir)?;
         self.seg = Some(seg);
+        self.seg_first = self.next_lsn;
         self.seg_len = 0;
         self.cut_back_to = None;
         self.stats.storage.log_segments.store(

@@ -23,16 +23,20 @@
 pub mod dir;
 pub mod file;
 pub mod log;
+pub mod reader;
 pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod snapshot;
+pub mod tail;
 
 pub use dir::{DataDir, OpenError};
 pub use file::{Fs, SegmentFile, StdFs};
 pub use log::{AppendError, Closed, Completion, FsyncMode, Log, LogOptions, Sink};
+pub use reader::LogReader;
 pub use record::{Encoded, Lsn};
 pub use recovery::{Recovery, RecoveryReport};
+pub use tail::{Committed, LogTail};
 
 /// The storage counters `/stats` exposes (`log_bytes`, `log_segments`, `log_fsyncs`,
 /// `log_corrupt_records`, `snapshot_last_unix`, `recovered_points`), updated by the log

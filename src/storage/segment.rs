@@ -119,7 +119,7 @@ pub fn scan(bytes: &[u8], after: Lsn, mut each: impl FnMut(u64, Record<'_>)) -> 
 /// The first offset at or after `from` holding an intact record with an LSN above
 /// `after`. The LSN may be at most one per possible record higher than `after` (records
 /// lost to the damage cannot number more), which keeps the checksum work rare.
-fn resync(bytes: &[u8], from: usize, after: Lsn) -> Option<usize> {
+pub(crate) fn resync(bytes: &[u8], from: usize, after: Lsn) -> Option<usize> {
     let limit = (bytes.len() / HEADER) as u64 + 1;
     (from..bytes.len().saturating_sub(HEADER - 1)).find(|&p| {
         record::plausible_at(&bytes[p..], after, limit)
