@@ -51,6 +51,22 @@ pub fn make_bodies(count: u64, lines: u64, base_ts_ns: u64) -> Vec<String> {
         .collect()
 }
 
+/// Numeric field values per line when every line of `body` has the same
+/// number (`None` otherwise). The generator writes numbers only (no string
+/// fields, no escapes), so a line's values are its field-set's commas plus one.
+/// These are the samples a Prometheus remote_write receiver gets per point.
+pub fn values_per_line(body: &str) -> Option<u64> {
+    let mut per_line = None;
+    for line in body.lines() {
+        let fields = line.split(' ').nth(1)?;
+        let n = fields.bytes().filter(|&b| b == b',').count() as u64 + 1;
+        if *per_line.get_or_insert(n) != n {
+            return None;
+        }
+    }
+    per_line
+}
+
 /// Gzip-compresses a body.
 pub fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
@@ -121,6 +137,13 @@ mod tests {
         assert_eq!(a, b);
         let set: HashSet<&String> = a.iter().collect();
         assert_eq!(set.len(), 4);
+    }
+
+    #[test]
+    fn three_values_a_line() {
+        assert_eq!(values_per_line(&make_body(2, 500, TS)), Some(3));
+        assert_eq!(values_per_line("m a=1\nm a=1,b=2\n"), None);
+        assert_eq!(values_per_line(""), None);
     }
 
     #[test]

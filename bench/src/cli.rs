@@ -19,6 +19,7 @@ pub enum Scenario {
     Keepalive,
     Write,
     Idle,
+    Forward,
 }
 
 impl Scenario {
@@ -29,6 +30,7 @@ impl Scenario {
             Scenario::Keepalive => "keepalive",
             Scenario::Write => "write",
             Scenario::Idle => "idle",
+            Scenario::Forward => "forward",
         }
     }
 }
@@ -62,13 +64,17 @@ pub enum Command {
     Write(ScenarioArgs),
     /// N idle keep-alive connections held open: server RSS per connection.
     Idle(ScenarioArgs),
+    /// Write N points through a forwarder (metricstream, vmagent) and wait until its
+    /// receiver (VictoriaMetrics) counted every sample: end-to-end samples/s, CPU per sample.
+    Forward(ForwardArgs),
     /// Start metricstream in each I/O model (and nginx, VictoriaMetrics when installed) on
     /// loopback, run the scenarios against each, stop them, write tables and SVG plots.
     Compare(CompareArgs),
 }
 
 impl Command {
-    /// The scenario to run and its options; `None` for `compare`.
+    /// The scenario to run and its options; `None` for `forward` and `compare`,
+    /// which have their own.
     pub fn scenario(&self) -> Option<(Scenario, &ScenarioArgs)> {
         match self {
             Command::Burst(a) => Some((Scenario::Burst, a)),
@@ -76,7 +82,7 @@ impl Command {
             Command::Keepalive(a) => Some((Scenario::Keepalive, a)),
             Command::Write(a) => Some((Scenario::Write, a)),
             Command::Idle(a) => Some((Scenario::Idle, a)),
-            Command::Compare(_) => None,
+            Command::Forward(_) | Command::Compare(_) => None,
         }
     }
 }
@@ -179,6 +185,25 @@ pub struct Settings {
     pub verify: usize,
     pub connect_first: bool,
     pub json: bool,
+    /// What only the `forward` scenario needs.
+    pub forward: Option<ForwardSettings>,
+}
+
+/// The receiver side of the `forward` scenario.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    pub receiver: SocketAddr,
+    pub receiver_host: String,
+    /// The counter read from the receiver's `/metrics`, as the exposition spells it.
+    pub counter: String,
+    /// Points to write (a whole number of bodies: rounded up to `--lines`).
+    pub points: u64,
+    /// Threads of `--pid` whose name starts with this are summed apart.
+    pub thread_prefix: Option<String>,
+    pub receiver_pid: Option<u32>,
+    /// Longest wait for the receiver once the load is done.
+    pub drain_timeout: Duration,
+    pub poll: Duration,
 }
 
 fn secs(name: &str, v: f64, allow_zero: bool) -> Result<Duration, String> {
@@ -250,7 +275,7 @@ impl ScenarioArgs {
         }
         let path = self.path.clone().unwrap_or_else(|| {
             match scenario {
-                Scenario::Write => "/write",
+                Scenario::Write | Scenario::Forward => "/write",
                 _ => "/ping",
             }
             .to_string()
@@ -287,7 +312,136 @@ impl ScenarioArgs {
             verify: self.verify,
             connect_first: self.connect_first,
             json: self.json,
+            forward: None,
         })
+    }
+}
+
+/// Options of `forward`.
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// Where the points are written (metricstream's or vmagent's /write), HOST:PORT; loopback only.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: String,
+
+    /// The store the forwarder sends to, whose /metrics holds the arrival counter; loopback only.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub receiver: String,
+
+    /// Points to write, in bodies of --lines points (rounded up to a whole body).
+    #[arg(long, value_name = "N")]
+    pub points: u64,
+
+    /// Keep-alive connections writing at once.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 64)]
+    pub connections: usize,
+
+    /// Points (lines) per POST body.
+    #[arg(short = 'b', long, value_name = "B", default_value_t = 1000)]
+    pub lines: usize,
+
+    /// Distinct pre-generated bodies to rotate through.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub bodies: usize,
+
+    /// Request path on the target.
+    #[arg(long, value_name = "PATH", default_value = "/write")]
+    pub path: String,
+
+    /// The forwarder's process: its CPU (utime+stime, all threads, and per thread name).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Sum apart the CPU of --pid's threads whose name starts with this (e.g. `forward`).
+    #[arg(long, value_name = "NAME-PREFIX", requires = "pid")]
+    pub threads: Option<String>,
+
+    /// The receiver's process, whose CPU is reported too.
+    #[arg(long, value_name = "PID")]
+    pub receiver_pid: Option<u32>,
+
+    /// The receiver's counter of arrived samples, as its /metrics spells the series.
+    #[arg(
+        long,
+        value_name = "SERIES",
+        default_value = "vm_rows_inserted_total{type=\"promremotewrite\"}"
+    )]
+    pub counter: String,
+
+    /// Longest the write load may run, in seconds (it stops earlier once --points are sent).
+    #[arg(short = 'd', long, value_name = "SECS", default_value_t = 300.0)]
+    pub duration: f64,
+
+    /// Longest wait for the receiver to count every sample after the load, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub drain_timeout: f64,
+
+    /// Milliseconds between two readings of the receiver's counter after the load.
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    pub poll_ms: u64,
+
+    /// Give up on a connect or response after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+
+    /// Event-loop threads of the client, each with its own share of connections.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub client_threads: usize,
+
+    /// Print one JSON object on stdout (the table then goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ForwardArgs {
+    /// The write load as `Settings` of a `write` run bounded by a point count,
+    /// with the receiver side in `forward`.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let receiver =
+            resolve_loopback(&self.receiver).map_err(|e| e.replace("--target", "--receiver"))?;
+        if self.points == 0 {
+            return Err("--points must be at least 1".into());
+        }
+        if !(1..=1000).contains(&self.poll_ms) {
+            return Err("--poll-ms must be between 1 and 1000".into());
+        }
+        if self.counter.is_empty() || self.counter.contains(char::is_whitespace) {
+            return Err(
+                "--counter must be one series as the exposition spells it, without spaces".into(),
+            );
+        }
+        let write = ScenarioArgs {
+            target: self.target.clone(),
+            connections: Some(self.connections),
+            duration: self.duration,
+            warmup: 0.0,
+            timeout: self.timeout,
+            path: Some(self.path.clone()),
+            host_header: None,
+            json: self.json,
+            threads: self.client_threads,
+            batch: self.lines,
+            bodies: self.bodies,
+            gzip: false,
+            hold: 0.0,
+            settle: 0.0,
+            pid: self.pid,
+            verify: 0,
+            connect_first: false,
+        };
+        let mut s = write.settings(Scenario::Forward)?;
+        let lines = self.lines as u64;
+        s.forward = Some(ForwardSettings {
+            receiver,
+            receiver_host: self.receiver.clone(),
+            counter: self.counter.clone(),
+            points: self.points.div_ceil(lines) * lines,
+            thread_prefix: self.threads.clone(),
+            receiver_pid: self.receiver_pid,
+            drain_timeout: secs("drain-timeout", self.drain_timeout, false)?,
+            poll: Duration::from_millis(self.poll_ms),
+        });
+        Ok(s)
     }
 }
 
@@ -379,6 +533,55 @@ mod tests {
         assert_eq!(s.path, "/write");
         assert_eq!(s.host, "127.0.0.1:9");
         assert!(settings(&["b", "idle", "--target", "127.0.0.1:9", "-d", "0"]).is_err());
+    }
+
+    #[test]
+    fn forward_rounds_points_to_bodies() {
+        let cli = Cli::parse_from([
+            "b",
+            "forward",
+            "--target",
+            "127.0.0.1:9",
+            "--receiver",
+            "127.0.0.1:8428",
+            "--points",
+            "2500",
+            "--threads",
+            "forward",
+            "--pid",
+            "1",
+        ]);
+        let Command::Forward(a) = cli.command else {
+            panic!("not forward")
+        };
+        let s = a.settings().expect("valid");
+        assert_eq!(s.scenario, Scenario::Forward);
+        assert_eq!(s.connections, 64);
+        assert_eq!(s.batch, 1000);
+        assert_eq!(s.path, "/write");
+        let f = s.forward.expect("forward settings");
+        assert_eq!(f.points, 3000);
+        assert_eq!(
+            f.counter,
+            "vm_rows_inserted_total{type=\"promremotewrite\"}"
+        );
+        assert_eq!(f.thread_prefix.as_deref(), Some("forward"));
+        assert_eq!(f.poll, Duration::from_millis(20));
+        let cli = Cli::parse_from([
+            "b",
+            "forward",
+            "--target",
+            "127.0.0.1:9",
+            "--receiver",
+            "10.0.0.1:8428",
+            "--points",
+            "10",
+        ]);
+        let Command::Forward(a) = cli.command else {
+            panic!("not forward")
+        };
+        let e = a.settings().expect_err("not loopback");
+        assert!(e.contains("--receiver"), "{e}");
     }
 
     #[test]

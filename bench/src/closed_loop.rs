@@ -2,10 +2,14 @@
 //! connections, each sending its next request only when the previous
 //! response is complete, for a warm-up and then a measured window. Closed
 //! or failed connections are replaced. Work is split over `--threads`
-//! event loops whose tallies are merged at the end.
+//! event loops whose tallies are merged at the end. With a request budget
+//! (the `forward` scenario) the run also ends once that many requests were
+//! sent and answered: the threads share one counter and each connection
+//! closes when it finds the budget spent.
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::conn::{Handler, Reactor, Step, run_split};
@@ -26,6 +30,9 @@ pub struct Plan<'a> {
     /// When the measured window starts and ends.
     pub measure_from: Instant,
     pub end: Instant,
+    /// Requests still to be sent, shared by every thread (`None`: no limit
+    /// but `end`). A request counts when it is sent, answered or not.
+    pub budget: Option<&'a AtomicU64>,
 }
 
 /// Tallies of the measured window (merged over threads).
@@ -44,6 +51,8 @@ pub struct Outcome {
     pub warmup_errors: u64,
     /// Request bytes fully written in the window.
     pub bytes_sent: u64,
+    /// When the last response of the window arrived.
+    pub last_response: Option<Instant>,
 }
 
 impl Outcome {
@@ -58,10 +67,11 @@ impl Outcome {
         self.warmup_responses += o.warmup_responses;
         self.warmup_errors += o.warmup_errors;
         self.bytes_sent += o.bytes_sent;
+        self.last_response = self.last_response.max(o.last_response);
     }
 }
 
-struct Worker {
+struct Worker<'a> {
     reqs: Vec<Rc<[u8]>>,
     next: usize,
     points_per_request: u64,
@@ -69,12 +79,34 @@ struct Worker {
     measure_from: Instant,
     end: Instant,
     active: usize,
+    budget: Option<&'a AtomicU64>,
+    /// The budget was found spent: open no more connections.
+    spent: bool,
     out: Outcome,
     counters: Arc<Counters>,
 }
 
-impl Worker {
+impl Worker<'_> {
+    /// Takes one request from the budget; `false` once it is spent.
+    fn take_budget(&mut self) -> bool {
+        let Some(b) = self.budget else {
+            return true;
+        };
+        let took = b
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        self.spent |= !took;
+        took
+    }
+
     fn send_next(&mut self, r: &mut Reactor, key: usize) -> bool {
+        if !r.conns.contains(key) {
+            return false;
+        }
+        if !self.take_budget() {
+            self.drop_conn(r, key, true);
+            return false;
+        }
         let Some(c) = r.conns.get_mut(key) else {
             return false;
         };
@@ -115,7 +147,7 @@ impl Worker {
     }
 }
 
-impl Handler for Worker {
+impl Handler for Worker<'_> {
     fn on_step(&mut self, r: &mut Reactor, key: usize, step: Step) -> bool {
         match step {
             Step::Connected(_) => {
@@ -129,6 +161,7 @@ impl Handler for Worker {
                     self.out.latency.record(d);
                     self.out.statuses.add(info.status);
                     self.out.responses += 1;
+                    self.out.last_response = Some(now);
                     if info.status == 204 {
                         self.out.points += self.points_per_request;
                     }
@@ -175,17 +208,19 @@ fn worker(
         measure_from: plan.measure_from,
         end: plan.end,
         active: 0,
+        budget: plan.budget,
+        spent: false,
         out: Outcome::default(),
         counters,
     };
     let mut last_sweep = Instant::now();
     loop {
         let now = Instant::now();
-        if now >= plan.end {
+        if now >= plan.end || (w.spent && w.active == 0) {
             break;
         }
         let mut slot = 0;
-        while w.active < conns {
+        while w.active < conns && !w.spent {
             match r.open(slot, Some(plan.timeout)) {
                 Ok(_) => w.active += 1,
                 Err(kind) => {

@@ -25,6 +25,7 @@ pub fn run(s: &Settings) -> std::io::Result<Report> {
         timeout: s.timeout,
         measure_from: start + s.warmup,
         end: start + s.warmup + s.duration,
+        budget: None,
     };
     let out = closed_loop::run(&plan, s.addr, &progress.counters)?;
     progress.finish();

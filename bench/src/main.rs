@@ -3,7 +3,8 @@
 //! and refusing runs that need more descriptors than allowed, checking that
 //! the loopback target answers at all, dispatching to a scenario, printing
 //! its report and choosing the exit status (0 run completed, 1 target
-//! unreachable, 2 bad arguments). `compare` hands over to `compare/`,
+//! unreachable or, for `forward`, the receiver never counted every sample;
+//! 2 bad arguments). `compare` hands over to `compare/`,
 //! which runs this same program once per scenario and server.
 //!
 //! It is its own crate in the workspace and uses nothing of the server: it
@@ -17,11 +18,13 @@ mod cli;
 mod closed_loop;
 mod compare;
 mod conn;
+mod forward;
 mod http;
 mod idle;
 mod keepalive;
 mod progress;
 mod report;
+mod scrape;
 mod stats;
 mod sys;
 mod write;
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match &cli.command {
         Command::Compare(args) => return compare::main(args),
+        Command::Forward(args) => args.settings(),
         command => match command.scenario() {
             Some((scenario, args)) => args.settings(scenario),
             None => Err("no scenario given".to_string()),
@@ -65,12 +69,15 @@ fn main() -> ExitCode {
             ),
         );
     }
-    if let Some(pid) = settings.pid {
-        if sys::rss_kib(pid).is_none() {
-            return fail(
-                2,
-                &format!("error: --pid {pid}: cannot read /proc/{pid}/status"),
-            );
+    let receiver_pid = settings.forward.as_ref().and_then(|f| f.receiver_pid);
+    for (flag, pid) in [("--pid", settings.pid), ("--receiver-pid", receiver_pid)] {
+        if let Some(pid) = pid {
+            if sys::rss_kib(pid).is_none() {
+                return fail(
+                    2,
+                    &format!("error: {flag} {pid}: cannot read /proc/{pid}/status"),
+                );
+            }
         }
     }
 
@@ -84,6 +91,7 @@ fn main() -> ExitCode {
         Scenario::Keepalive => keepalive::run(&settings),
         Scenario::Write => write::run(&settings),
         Scenario::Idle => idle::run(&settings),
+        Scenario::Forward => forward::run(&settings),
     };
     let report = match result {
         Ok(r) => r,
@@ -100,6 +108,12 @@ fn main() -> ExitCode {
     }
     if let Err(e) = report.print(settings.scenario.name(), &settings.target, settings.json) {
         return fail(1, &format!("cannot write the report: {e}"));
+    }
+    if report.json.get("complete") == Some(&serde_json::Value::Bool(false)) {
+        return fail(
+            1,
+            "the receiver did not count every acknowledged sample within --drain-timeout",
+        );
     }
     ExitCode::SUCCESS
 }

@@ -15,7 +15,19 @@ use crate::progress::Progress;
 use crate::report::{Report, per_sec};
 use crate::stats::rate;
 
-pub fn run(s: &Settings) -> std::io::Result<Report> {
+/// The pre-built requests of a run and what they hold.
+pub struct Prepared {
+    pub requests: Vec<Vec<u8>>,
+    /// Average body size before and after gzip (the same without `--gzip`).
+    pub body_avg: usize,
+    pub wire_avg: usize,
+    /// Numeric field values per point (every line of every body has this many).
+    pub values_per_point: u64,
+}
+
+/// Generates `s.bodies` bodies of `s.batch` lines whose timestamps end about
+/// now, and wraps each in a complete POST request.
+pub fn prepare(s: &Settings) -> std::io::Result<Prepared> {
     let now_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -23,6 +35,15 @@ pub fn run(s: &Settings) -> std::io::Result<Report> {
     // Timestamps of the whole set end about now.
     let span = (s.bodies as u64) * (s.batch as u64) * 1_000_000;
     let texts = body::make_bodies(s.bodies as u64, s.batch as u64, now_ns.saturating_sub(span));
+    let mut values_per_point = None;
+    for t in &texts {
+        let n = body::values_per_line(t);
+        if n.is_none() || values_per_point.get_or_insert(n) != &n {
+            return Err(std::io::Error::other(
+                "generated bodies differ in values per line",
+            ));
+        }
+    }
     let raw_bytes: usize = texts.iter().map(String::len).sum();
     let mut requests = Vec::with_capacity(texts.len());
     let mut wire_bytes = 0usize;
@@ -35,9 +56,21 @@ pub fn run(s: &Settings) -> std::io::Result<Report> {
         wire_bytes += payload.len();
         requests.push(build_post(&s.path, &s.host, &payload, s.gzip));
     }
-    drop(texts);
-    let body_avg = raw_bytes / requests.len().max(1);
-    let wire_avg = wire_bytes / requests.len().max(1);
+    Ok(Prepared {
+        body_avg: raw_bytes / requests.len().max(1),
+        wire_avg: wire_bytes / requests.len().max(1),
+        requests,
+        values_per_point: values_per_point.flatten().unwrap_or(0),
+    })
+}
+
+pub fn run(s: &Settings) -> std::io::Result<Report> {
+    let Prepared {
+        requests,
+        body_avg,
+        wire_avg,
+        ..
+    } = prepare(s)?;
 
     let mut progress = Progress::start("write", "requests", None);
     let start = Instant::now();
@@ -49,6 +82,7 @@ pub fn run(s: &Settings) -> std::io::Result<Report> {
         timeout: s.timeout,
         measure_from: start + s.warmup,
         end: start + s.warmup + s.duration,
+        budget: None,
     };
     let out = closed_loop::run(&plan, s.addr, &progress.counters)?;
     progress.finish();
