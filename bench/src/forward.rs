@@ -29,7 +29,7 @@ use crate::write;
 struct Snapshot {
     at: Instant,
     forwarder: Option<u64>,
-    threads: BTreeMap<u64, (String, u64)>,
+    threads: BTreeMap<u64, (String, f64)>,
     receiver: Option<u64>,
     bench: Option<u64>,
     machine: Option<(u64, u64)>,
@@ -68,9 +68,9 @@ fn spent(a: &Snapshot, b: &Snapshot, prefix: Option<&str>) -> Spent {
     let tick = sys::tick_secs();
     let mut groups = BTreeMap::new();
     let mut prefixed = prefix.map(|_| 0.0);
-    for (tid, (comm, ticks)) in &b.threads {
-        let before = a.threads.get(tid).map_or(0, |(_, t)| *t);
-        let secs = ticks.saturating_sub(before) as f64 * tick;
+    for (tid, (comm, now)) in &b.threads {
+        let before = a.threads.get(tid).map_or(0.0, |(_, t)| *t);
+        let secs = (now - before).max(0.0);
         *groups.entry(sys::thread_group(comm)).or_insert(0.0) += secs;
         if let (Some(p), Some(sum)) = (prefix, prefixed.as_mut()) {
             if comm.starts_with(p) {

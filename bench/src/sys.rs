@@ -99,22 +99,32 @@ pub fn process_cpu(pid: u32) -> Option<u64> {
     parse_stat(&text).map(|(_, t)| t)
 }
 
-/// CPU time of each live thread of `pid`: thread id -> (comm, ticks).
-pub fn thread_cpu(pid: u32) -> BTreeMap<u64, (String, u64)> {
+/// CPU time of each live thread of `pid` in seconds: thread id -> (comm,
+/// seconds). From `schedstat` (nanoseconds on the CPU) where the kernel has
+/// it: a thread's `stat` times are whole 10 ms ticks, too coarse for a thread
+/// that runs a few milliseconds a second; else from `stat`.
+pub fn thread_cpu(pid: u32) -> BTreeMap<u64, (String, f64)> {
     let mut out = BTreeMap::new();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
+    let tick = tick_secs();
     for entry in dir.flatten() {
         let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
             continue;
         };
         // A thread may exit between the listing and the read: skip it.
-        if let Ok(text) = fs::read_to_string(entry.path().join("stat")) {
-            if let Some(v) = parse_stat(&text) {
-                out.insert(tid, v);
-            }
-        }
+        let Some((comm, ticks)) = fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|t| parse_stat(&t))
+        else {
+            continue;
+        };
+        let secs = fs::read_to_string(entry.path().join("schedstat"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(ticks as f64 * tick, |ns| ns as f64 / 1e9);
+        out.insert(tid, (comm, secs));
     }
     out
 }
