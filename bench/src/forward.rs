@@ -152,6 +152,9 @@ fn read_counter(s: &Settings, f: &ForwardSettings) -> io::Result<Option<f64>> {
 struct Arrival {
     /// When a reading first showed every sample (`None`: the drain timed out).
     at: Option<Instant>,
+    /// When the last reading that still fell short was asked for: the samples
+    /// arrived after it, so the end-to-end time lies in `(short_asked, at]`.
+    short_asked: Option<Instant>,
     /// The counter's growth at the last good reading.
     seen: u64,
     readings: u64,
@@ -162,12 +165,14 @@ fn wait_for(s: &Settings, f: &ForwardSettings, before: f64, expected: u64) -> Ar
     let deadline = Instant::now() + f.drain_timeout;
     let mut a = Arrival {
         at: None,
+        short_asked: None,
         seen: 0,
         readings: 0,
         failed_readings: 0,
     };
     loop {
         a.readings += 1;
+        let asked = Instant::now();
         match read_counter(s, f) {
             Ok(v) => {
                 a.seen = (v.unwrap_or(0.0) - before).max(0.0) as u64;
@@ -175,6 +180,7 @@ fn wait_for(s: &Settings, f: &ForwardSettings, before: f64, expected: u64) -> Ar
                     a.at = Some(Instant::now());
                     return a;
                 }
+                a.short_asked = Some(asked);
             }
             Err(_) => a.failed_readings += 1,
         }
@@ -263,6 +269,14 @@ pub fn run(s: &Settings) -> io::Result<Report> {
     rep.set("ingest_samples_per_sec", json!(rate(samples, ingest_secs)));
     rep.set("e2e_secs", json!(e2e_secs.map(|t| round(t, 3))));
     rep.set(
+        "e2e_after_secs",
+        json!(
+            arrival
+                .short_asked
+                .map(|t| round(t.duration_since(start).as_secs_f64(), 3))
+        ),
+    );
+    rep.set(
         "drain_secs",
         json!(e2e_secs.map(|t| round(t - ingest_secs, 3))),
     );
@@ -298,7 +312,13 @@ pub fn run(s: &Settings) -> io::Result<Report> {
     rep.row(
         "end to end",
         match (e2e_secs, e2e_sps) {
-            (Some(t), Some(r)) => format!("{samples} samples in {t:.3} s ({})", per_sec(r)),
+            (Some(t), Some(r)) => format!(
+                "{samples} samples in {t:.3} s ({}; the reading before, at {:.3} s, fell short)",
+                per_sec(r),
+                arrival
+                    .short_asked
+                    .map_or(0.0, |a| a.duration_since(start).as_secs_f64())
+            ),
             _ => format!(
                 "incomplete: {} of {samples} samples within {:.0} s after the load",
                 arrival.seen,
