@@ -9,8 +9,6 @@
 mod common;
 
 use std::io::Read;
-use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metricstream::forward::client::{Client, Outcome, USER_AGENT};
@@ -20,9 +18,8 @@ use metricstream::ingest::Batch;
 use metricstream::ingest::line_protocol::Precision;
 use metricstream::ingest::write::{IngestScratch, WriteParams, batch_for_bench};
 
-use common::receivers::{Stub, Victoria, free_addr, reply};
+use common::receivers::{Stub, Victoria, free_addr, private_pki, reply, tls_stub};
 use common::wait_until;
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 fn batch_of(body: &str) -> Batch {
     let params = WriteParams {
@@ -306,48 +303,6 @@ fn victoria_metrics_receives_exact_series() {
         last == expected
     });
     assert!(arrived, "export {last:?}\nexpected {expected:?}");
-}
-
-/// A private CA, a server certificate for 127.0.0.1 signed by it, and the CA's PEM.
-fn private_pki() -> (Arc<rustls::ServerConfig>, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("CA cert");
-    let key = KeyPair::generate().expect("server key");
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("server params")
-        .signed_by(&key, &ca, &ca_key)
-        .expect("server cert");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![server.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .expect("server config");
-    (Arc::new(config), ca.pem())
-}
-
-fn tls_stub(config: Arc<rustls::ServerConfig>, replies: Vec<String>) -> Stub {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut replies = replies.into_iter();
-    Stub::start_with(
-        listener,
-        move |tcp| {
-            let conn = rustls::ServerConnection::new(config.clone()).ok()?;
-            Some(Box::new(rustls::StreamOwned::new(conn, tcp)))
-        },
-        Box::new(move |_, _| {
-            replies
-                .next()
-                .unwrap_or_else(|| reply("500 Internal Server Error", "", ""))
-        }),
-    )
 }
 
 #[test]

@@ -16,7 +16,9 @@ use metricstream::forward::target::Target;
 use metricstream::forward::{Format, remote_write};
 use serde_json::{Value, json};
 
-use common::receivers::{Exported, Influx, Prometheus, Received, Stub, Victoria, free_addr, reply};
+use common::receivers::{
+    Exported, Influx, Prometheus, Received, Stub, Victoria, free_addr, private_pki, reply, tls_stub,
+};
 use common::{Rng, Server, TempDir, get, post, run_expecting_exit};
 
 /// How often the tests look at a receiver or at `/stats`.
@@ -683,6 +685,156 @@ fn backlog_cap_drops_the_oldest_and_keeps_ingesting() {
     assert_eq!(got.len() as u64, n(&st, "points_sent"));
 }
 
+// ===== Cursor, batches, shutdown, https
+
+fn ok_stub() -> Stub {
+    Stub::start(|_, _| reply("204 No Content", "", ""))
+}
+
+#[test]
+fn a_new_target_starts_at_the_end_of_the_log_then_resumes_from_its_cursor() {
+    let data = TempDir::new("fwd-cursor");
+    let dir = data.join("data").display().to_string();
+    let stub = ok_stub();
+    let url = rw_url(&stub);
+    let plain = ["--data-dir", dir.as_str()];
+    let forwarding = [
+        "--data-dir",
+        dir.as_str(),
+        "--remote-write-url",
+        url.as_str(),
+    ];
+
+    // Logged before the target existed: never sent to it.
+    let mut s = server(&plain);
+    write(&s, "cur before=1 1000000000\n");
+    assert_eq!(s.terminate(Duration::from_secs(20)), Some(0));
+    drop(s);
+
+    let mut s = server(&forwarding);
+    write(&s, "cur first=2 2000000000\n");
+    wait_stats(&s, "sent", |f| n(f, "points_sent") == 1);
+    assert_eq!(s.terminate(Duration::from_secs(20)), Some(0));
+    drop(s);
+    let cursors: Vec<_> = std::fs::read_dir(data.join("data/forward"))
+        .expect("DIR/forward")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cursor"))
+        .collect();
+    assert_eq!(cursors.len(), 1, "{cursors:?}");
+
+    // Restarted: from its cursor, nothing acknowledged sent twice.
+    let s = server(&forwarding);
+    write(&s, "cur second=3 3000000000\n");
+    wait_stats(&s, "sent after the restart", |f| n(f, "points_sent") == 1);
+    assert_eq!(
+        samples(&stub.stop()),
+        [
+            ("cur_first".to_string(), 2.0),
+            ("cur_second".to_string(), 3.0)
+        ]
+    );
+}
+
+#[test]
+fn requests_hold_at_most_10000_values_in_log_order() {
+    const POINTS: usize = 12_500;
+    let stub = ok_stub();
+    let s = server(&["--remote-write-url", &rw_url(&stub)]);
+    let lines: Vec<String> = (0..POINTS)
+        .map(|i| format!("big a={i},b={i} {}", 1_000_000_000 + i as i64 * 1_000_000))
+        .collect();
+    for chunk in lines.chunks(5000) {
+        write(&s, &chunk.join("\n"));
+    }
+    wait_stats(&s, "all sent", |f| n(f, "points_sent") == POINTS as u64);
+    let got = stub.stop();
+    let per_request: Vec<usize> = got
+        .iter()
+        .map(|r| samples(std::slice::from_ref(r)).len())
+        .collect();
+    assert!(per_request.iter().all(|&v| v <= 10_000), "{per_request:?}");
+    assert_eq!(per_request.iter().sum::<usize>(), 2 * POINTS);
+    // Each series' samples arrive in log order, across requests too.
+    let all = samples(&got);
+    for name in ["big_a", "big_b"] {
+        let values: Vec<f64> = all
+            .iter()
+            .filter(|(m, _)| m == name)
+            .map(|(_, v)| *v)
+            .collect();
+        let expected: Vec<f64> = (0..POINTS).map(|i| i as f64).collect();
+        assert!(
+            values == expected,
+            "{name}: {} values, not 0..{POINTS} in order",
+            values.len()
+        );
+    }
+}
+
+#[test]
+fn shutdown_with_targets_down_or_hanging_exits_and_loses_nothing() {
+    let data = TempDir::new("fwd-stop");
+    let dir = data.join("data").display().to_string();
+    let down = free_addr();
+    // Accepts connections (the kernel does) and never answers a request.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hanging_url = format!(
+        "http://{}/api/v1/write",
+        hanging.local_addr().expect("addr")
+    );
+    let down_url = format!("http://{down}/api/v1/write");
+    let mut s = server(&[
+        "--data-dir",
+        &dir,
+        "--remote-write-url",
+        &down_url,
+        "--remote-write-url",
+        &hanging_url,
+    ]);
+    write(&s, "stop v=1 1000000000\nstop v=2 2000000000\n");
+    wait_failing(&s);
+    // Bounded by the forwarders' grace, not by the hanging request's timeout.
+    assert_eq!(
+        s.terminate(Duration::from_secs(25)),
+        Some(0),
+        "{}",
+        s.log_text()
+    );
+    drop(s);
+    drop(hanging);
+
+    // Both targets up: each still gets both points.
+    let stub = Stub::start_on(down, |_, _| reply("204 No Content", "", ""));
+    let s = server(&["--data-dir", &dir, "--remote-write-url", &down_url]);
+    wait_stats(&s, "sent after the restart", |f| n(f, "points_sent") == 2);
+    assert_eq!(
+        samples(&stub.stop()),
+        [("stop_v".to_string(), 1.0), ("stop_v".to_string(), 2.0)]
+    );
+}
+
+#[test]
+fn https_target_trusted_through_forward_ca_file() {
+    let (config, ca_pem) = private_pki();
+    let tmp = TempDir::new("fwd-ca");
+    let ca_file = tmp.join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("CA file");
+    let stub = tls_stub(config, vec![reply("204 No Content", "", "")]);
+    let url = format!("https://u:pw@{}/api/v1/write", stub.addr);
+    let s = server(&[
+        "--remote-write-url",
+        &url,
+        "--forward-ca-file",
+        &ca_file.display().to_string(),
+    ]);
+    write(&s, "tls v=1 1000000000\n");
+    wait_stats(&s, "sent over https", |f| n(f, "points_sent") == 1);
+    let got = stub.stop();
+    assert_eq!(got[0].header("Authorization"), Some("Basic dTpwdw=="));
+    assert_eq!(samples(&got), [("tls_v".to_string(), 1.0)]);
+}
+
 // ===== 8. Configuration
 
 #[test]
@@ -698,6 +850,46 @@ fn memory_only_with_a_forward_url_from_the_environment_is_a_config_error() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("memory-only"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// Starts the server with `--forward-ca-file` naming a file that does not exist.
+fn start_with_missing_ca_file() -> (Option<i32>, String) {
+    let tmp = TempDir::new("fwd-noca");
+    run_expecting_exit(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &tmp.join("data").display().to_string(),
+            "--remote-write-url",
+            "https://127.0.0.1:9/api/v1/write",
+            "--forward-ca-file",
+            &tmp.join("missing.pem").display().to_string(),
+        ],
+        &[],
+    )
+}
+
+#[test]
+fn an_unreadable_forward_ca_file_is_a_config_error() {
+    let (code, err) = start_with_missing_ca_file();
+    assert_eq!(code, Some(2), "stderr: {err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("--forward-ca-file") && last.contains("missing.pem"),
+        "{err}"
+    );
+}
+
+/// SPEC "Configuration": an invalid value stops start-up with one line on stderr. Today
+/// the CA file is read only once the data directory is open and the listener bound, after
+/// the "listening on" line (which tells a supervisor or a test harness the server is up).
+#[test]
+#[ignore = "finding: --forward-ca-file is checked after the listener is bound and announced"]
+fn an_unreadable_forward_ca_file_fails_before_anything_starts() {
+    let (code, err) = start_with_missing_ca_file();
+    assert_eq!(code, Some(2), "stderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
 // ===== 9. The per-batch debug line

@@ -10,16 +10,41 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Response, TempDir, tool_available, wait_until};
 
-/// A loopback address nobody listens on: bound to port 0, then released. For a target that
-/// is down until the test starts a receiver there.
+/// A loopback address nobody listens on, for a receiver started later (or never): a port
+/// below the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), so no
+/// outgoing connection (the forwarders make many) and no bind to port 0 takes it meanwhile;
+/// picked at random per process and checked free by binding it once.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (first, span) = if low > 12_000 {
+        (10_000u64, u64::from(low) - 10_000)
+    } else {
+        (u64::from(low), 1000)
+    };
+    let seed = u64::from(std::process::id()) << 20
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos().into());
+    for _ in 0..200 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mix =
+            (seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let port = first + (mix >> 33) % span;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range after 200 tries");
 }
 
 /// `GET path`; `None` when nothing answers (yet). See [`http10`].
@@ -179,7 +204,10 @@ impl Victoria {
     }
 
     /// `/api/v1/export` lines for `selector`, sorted by labels; samples in time order.
+    /// Flushes VictoriaMetrics' in-memory buffers first (`/internal/force_flush`): without
+    /// it a new series shows up in searches only after several seconds.
     pub fn export(&self, selector: &str) -> Vec<Exported> {
+        let _ = try_get(self.addr, "/internal/force_flush");
         let path = with_query("/api/v1/export", &[("match[]", selector)]);
         let Some(r) = try_get(self.addr, &path) else {
             return Vec::new();
@@ -572,5 +600,53 @@ pub fn reply(status: &str, extra: &str, body: &str) -> String {
     format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
         body.len()
+    )
+}
+
+// ----- TLS (https targets and --forward-ca-file)
+
+/// A private CA, a server certificate for 127.0.0.1 signed by it, and the CA's PEM.
+pub fn private_pki() -> (Arc<rustls::ServerConfig>, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+    let key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("server params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server cert");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(
+                key.serialize_der(),
+            )),
+        )
+        .expect("server config");
+    (Arc::new(config), ca.pem())
+}
+
+/// A [`Stub`] speaking TLS with `config` (see [`private_pki`]), answering `replies` in
+/// order, then `500`.
+pub fn tls_stub(config: Arc<rustls::ServerConfig>, replies: Vec<String>) -> Stub {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut replies = replies.into_iter();
+    Stub::start_with(
+        listener,
+        move |tcp| {
+            let conn = rustls::ServerConnection::new(config.clone()).ok()?;
+            Some(Box::new(rustls::StreamOwned::new(conn, tcp)))
+        },
+        Box::new(move |_, _| {
+            replies
+                .next()
+                .unwrap_or_else(|| reply("500 Internal Server Error", "", ""))
+        }),
     )
 }
