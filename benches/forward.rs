@@ -9,7 +9,7 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use metricstream::forward::{Format, encode};
+use metricstream::forward::{Encoder, Format};
 use metricstream::ingest::Batch;
 use metricstream::ingest::line_protocol::Precision;
 use metricstream::ingest::write::{self, IngestScratch, WriteParams};
@@ -38,9 +38,12 @@ fn forward_encode(c: &mut Criterion) {
         ("remote_write", Format::RemoteWrite),
         ("line_protocol", Format::LineProtocol),
     ] {
+        // As a forwarder runs it: one encoder for the life of the target.
+        let mut encoder = Encoder::new(format);
         g.bench_function(name, |b| {
             b.iter(|| {
-                encode(format, black_box(&refs), FORWARD_MAX_VALUES)
+                encoder
+                    .encode(black_box(&refs), FORWARD_MAX_VALUES, 1)
                     .requests
                     .len()
             })

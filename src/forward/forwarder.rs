@@ -1,34 +1,37 @@
-//! One forward target's thread: follows the write log from its persisted cursor, gathers
-//! logged writes into batches, sends them in log order, and moves the cursor after each
-//! `2xx` (SPEC "Forwarding").
+//! One forward target's reader thread: follows the write log from its persisted cursor,
+//! gathers logged writes, encodes them into rounds of requests (one list per sender lane,
+//! `sender.rs`), and moves the cursor once every lane has finished a round (SPEC
+//! "Forwarding": after each `2xx`).
 //!
 //! ```text
 //!  LogTail (committed end) ──▶ LogReader::next_record ──▶ rebuild the Batch (same parser as
-//!  replay) ──▶ up to FORWARD_MAX_VALUES values or 1 s ──▶ encode ──▶ Client::send (blocking)
-//!      2xx: next request; all done ──▶ Cursor::store(last LSN) ──▶ position (for pruning)
-//!      network error / 5xx / 429: Backoff, same request again (stop and backlog checked
-//!                                 every second while waiting)
-//!      other 4xx: drop the request (counted `rejected`, the answer logged, rate-limited)
+//!  replay) ──▶ up to FORWARD_ROUND_VALUES values, or 1 s ──▶ Encoder (series by lane,
+//!  grouped by series, requests of at most FORWARD_MAX_VALUES) ──▶ Lanes::submit (waits for
+//!  room) ──▶ lanes send, retry, report done
+//!  every lane done with a round ──▶ Cursor::store(its last LSN) ──▶ position (for pruning)
 //!  behind by more than --forward-max-backlog-bytes: the oldest unsent points are dropped
-//!  (counted `backlog`) and the cursor jumps past them
+//!  (queued rounds, gathered batches, then log records; counted `backlog`) and the cursor
+//!  jumps past them
 //! ```
 //!
-//! It reads only committed records, from the files (never a request buffer), holds at most
-//! one batch in memory whatever the target does, and never blocks anything but itself: the
-//! log thread does not wait for it, ingestion does not know it exists. One request is in
-//! flight at a time, so a receiver sees each series' samples in log order.
+//! It reads only committed records, from the files (never a request buffer), holds a
+//! bounded number of rounds in memory whatever the target does, and never blocks anything
+//! but itself: the log thread does not wait for it, ingestion does not know it exists.
 
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use super::client::{Client, Outcome};
+use std::collections::VecDeque;
+use std::thread::JoinHandle;
+
+use super::client::Client;
 use super::cursor::Cursor;
-use super::retry::Backoff;
+use super::sender::{Lanes, run_lane};
 use super::target::Target;
-use super::{Format, encode};
+use super::{Encoder, Format};
 use crate::ingest::Batch;
 use crate::ingest::write::{self, IngestScratch};
 use crate::log_limit::LogLimiter;
@@ -36,7 +39,7 @@ use crate::stats::ForwardStats;
 use crate::storage::record::{Kind, Record};
 use crate::storage::segment;
 use crate::storage::{LogReader, LogTail, Lsn};
-use crate::tuning::{FORWARD_MAX_VALUES, FORWARD_MAX_WAIT};
+use crate::tuning::{FORWARD_MAX_VALUES, FORWARD_MAX_WAIT, FORWARD_ROUND_VALUES};
 
 /// The shutdown request every forwarder of a server watches.
 #[derive(Default)]
@@ -57,11 +60,11 @@ impl Stop {
         self.wake.notify_all();
     }
 
-    fn requested(&self) -> bool {
+    pub(crate) fn requested(&self) -> bool {
         self.requested.load(Relaxed)
     }
 
-    fn deadline_passed(&self) -> bool {
+    pub(crate) fn deadline_passed(&self) -> bool {
         self.requested()
             && self
                 .deadline
@@ -71,7 +74,7 @@ impl Stop {
     }
 
     /// Sleeps `d` unless a stop is requested first; `true` if it was.
-    fn sleep(&self, d: Duration) -> bool {
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
         let g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         if !self.requested() {
             let _ = self.wake.wait_timeout(g, d);
@@ -82,6 +85,8 @@ impl Stop {
 
 /// What a forwarder needs from the server.
 pub struct Setup {
+    /// The thread name (`forward-<n>`); lanes are named `<name>-<lane>`.
+    pub name: String,
     pub target: Target,
     pub client: Client,
     pub wal_dir: std::path::PathBuf,
@@ -93,77 +98,121 @@ pub struct Setup {
     pub position: Arc<AtomicU64>,
     pub stats: Arc<ForwardStats>,
     pub max_backlog: u64,
+    pub lanes: usize,
     pub stop: Arc<Stop>,
 }
 
-/// Why delivery stopped early.
-enum Interrupted {
-    /// Shutdown: leave without moving the cursor.
-    Stop,
-    /// The gathered batches were dropped for the backlog cap (the cursor moved past them).
-    Dropped,
+/// A round handed to the lanes and not finished by all of them.
+struct InFlight {
+    round: u64,
+    /// The last LSN it covers.
+    lsn: Lsn,
+    /// Log bytes it came from (for the backlog).
+    bytes: u64,
 }
 
 pub struct Forwarder {
     s: Setup,
     reader: LogReader,
     scratch: IngestScratch,
-    backoff: Backoff,
-    /// Gathered and not yet delivered (or dropped).
+    encoder: Encoder,
+    lanes: Arc<Lanes>,
+    /// Gathered and not yet submitted.
     batches: Vec<Batch>,
     values: usize,
     points: u64,
-    /// Of `points`, how many went out (or were rejected) already.
-    done_points: u64,
     bytes: u64,
     last_lsn: Lsn,
     first_at: Option<Instant>,
+    next_round: u64,
+    in_flight: VecDeque<InFlight>,
+    in_flight_bytes: u64,
     backlog_checked: Instant,
-    warn_send: LogLimiter,
     warn_read: LogLimiter,
     warn_drop: LogLimiter,
 }
 
 impl Forwarder {
     pub fn new(s: Setup) -> Forwarder {
-        let seed = u64::from(std::process::id())
-            ^ s.target
-                .redacted()
-                .bytes()
-                .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         let reader = LogReader::new(&s.wal_dir, s.start + 1);
         let every = Duration::from_secs(10);
+        let lanes = Arc::new(Lanes::new(
+            s.lanes,
+            s.target.clone(),
+            s.client.clone(),
+            Arc::clone(&s.stats),
+            Arc::clone(&s.stop),
+        ));
         Forwarder {
             reader,
             scratch: IngestScratch::default(),
-            backoff: Backoff::new(seed),
+            encoder: Encoder::new(s.target.format()),
+            lanes,
             batches: Vec::new(),
             values: 0,
             points: 0,
-            done_points: 0,
             bytes: 0,
             last_lsn: s.start,
             first_at: None,
+            next_round: 1,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
             backlog_checked: Instant::now(),
-            warn_send: LogLimiter::new(every),
             warn_read: LogLimiter::new(every),
             warn_drop: LogLimiter::new(every),
             s,
         }
     }
 
-    /// Runs until shutdown.
+    /// Runs until shutdown: starts the lanes, feeds them, and stops them.
     pub fn run(mut self) {
-        while self.gather() {
-            if self.batches.is_empty() {
-                continue;
-            }
-            match self.deliver() {
-                Ok(()) => self.advance(self.last_lsn),
-                Err(Interrupted::Dropped) => {}
-                Err(Interrupted::Stop) => break,
+        let seed = u64::from(std::process::id())
+            ^ self
+                .s
+                .target
+                .redacted()
+                .bytes()
+                .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        for i in 0..self.lanes.count() {
+            let lanes = Arc::clone(&self.lanes);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{i}", self.s.name))
+                .spawn(move || run_lane(&lanes, i, seed.wrapping_add(i as u64)));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    log::error!(
+                        "forward {}: cannot start a sender thread ({e}); not forwarding",
+                        self.s.target.redacted()
+                    );
+                    self.lanes.finish();
+                    return;
+                }
             }
         }
+        while self.gather() {
+            if !self.batches.is_empty() {
+                self.submit();
+            }
+            self.advance_completed();
+        }
+        // Shutdown: what is in flight may still land before the deadline.
+        while !self.in_flight.is_empty() && !self.s.stop.deadline_passed() {
+            self.lanes
+                .wait_progress(self.lanes.completed(), Duration::from_millis(50));
+            self.advance_completed();
+        }
+        self.lanes.finish();
+        for t in threads {
+            if t.join().is_err() {
+                log::error!(
+                    "forward {}: a sender thread panicked",
+                    self.s.target.redacted()
+                );
+            }
+        }
+        self.advance_completed();
         if let Err(e) = self.s.cursor.sync() {
             log::warn!(
                 "forward {}: cannot sync {}: {e}",
@@ -178,18 +227,24 @@ impl Forwarder {
         );
     }
 
-    /// Reads committed records until a batch is full or a second has passed since the
+    /// Values gathered before a round is encoded.
+    fn round_values(&self) -> usize {
+        FORWARD_ROUND_VALUES
+    }
+
+    /// Reads committed records until a round is full or a second has passed since the
     /// first of it. `false` to stop (shutdown, nothing more to send).
     fn gather(&mut self) -> bool {
         loop {
             if self.s.stop.deadline_passed() {
                 return false;
             }
+            self.advance_completed();
             let committed = self.s.tail.committed();
             let before = self.reader.next_lsn();
             self.read_upto(committed);
             self.check_backlog(false);
-            if self.values >= FORWARD_MAX_VALUES {
+            if self.values >= self.round_values() {
                 return true;
             }
             let waited = self.first_at.map(|t| t.elapsed());
@@ -200,15 +255,22 @@ impl Forwarder {
             let closed = self.s.tail.is_closed();
             if self.s.stop.requested() && caught_up && closed {
                 // Shutdown and nothing more will be logged: send what is gathered, leave.
-                return !self.batches.is_empty();
+                if self.batches.is_empty() {
+                    return false;
+                }
+                return true;
             }
             if !caught_up && self.reader.next_lsn() > before {
                 continue; // more is committed than one pass read
             }
-            let wait = match waited {
+            // Wake at least every 100 ms while rounds are in flight, to move the cursor.
+            let mut wait = match waited {
                 Some(w) => FORWARD_MAX_WAIT.saturating_sub(w),
                 None => Duration::from_secs(1),
             };
+            if !self.in_flight.is_empty() {
+                wait = wait.min(Duration::from_millis(100));
+            }
             if closed {
                 self.s.stop.sleep(wait);
             } else {
@@ -217,9 +279,10 @@ impl Forwarder {
         }
     }
 
-    /// Reads records up to `committed` into the gathered batches, up to a full batch.
+    /// Reads records up to `committed` into the gathered batches, up to a full round.
     fn read_upto(&mut self, committed: crate::storage::Committed) {
-        while self.values < FORWARD_MAX_VALUES {
+        let full = self.round_values();
+        while self.values < full {
             let rec = match self.reader.next_record(committed) {
                 Ok(Some(rec)) => rec,
                 Ok(None) => break,
@@ -269,133 +332,67 @@ impl Forwarder {
         }
     }
 
-    /// Sends the gathered batches, request after request, each until it is not to be
-    /// retried.
-    fn deliver(&mut self) -> Result<(), Interrupted> {
-        let format = self.s.target.format();
+    /// Encodes the gathered batches and hands them to the lanes, once they have room.
+    fn submit(&mut self) {
         let refs: Vec<&Batch> = self.batches.iter().collect();
-        let encoded = encode(format, &refs, FORWARD_MAX_VALUES);
+        let sharded = self
+            .encoder
+            .encode(&refs, FORWARD_MAX_VALUES, self.lanes.count());
         drop(refs);
         self.s
             .stats
             .dropped_unsupported
-            .fetch_add(encoded.unsupported, Relaxed);
-        for req in &encoded.requests {
-            loop {
-                if self.s.stop.deadline_passed() {
-                    return Err(Interrupted::Stop);
-                }
-                let started = Instant::now();
-                let outcome = self.s.client.send(&self.s.target, &req.body);
-                let took = started.elapsed();
-                let status = match &outcome {
-                    Outcome::Success { status }
-                    | Outcome::Reject { status, .. }
-                    | Outcome::Retry { status, .. } => *status,
-                };
-                log::debug!(
-                    "forward {}: {} points, {} values, {} bytes -> {} in {:.1} ms",
-                    self.s.target.redacted(),
-                    req.points,
-                    req.values,
-                    req.body.len(),
-                    if status == 0 {
-                        "network error".to_string()
-                    } else {
-                        status.to_string()
-                    },
-                    took.as_secs_f64() * 1e3
-                );
-                match outcome {
-                    Outcome::Success { .. } => {
-                        let st = &self.s.stats;
-                        st.points_sent.fetch_add(req.points as u64, Relaxed);
-                        st.last_success_unix.store(unix_now(), Relaxed);
-                        if self.backoff.failures() > 0 {
-                            log::info!(
-                                "forward {}: delivering again after {} failed attempts",
-                                self.s.target.redacted(),
-                                self.backoff.failures()
-                            );
-                        }
-                        self.backoff.reset();
-                        self.done_points += req.points as u64;
-                        break;
-                    }
-                    Outcome::Reject { status, body } => {
-                        let st = &self.s.stats;
-                        st.dropped_rejected.fetch_add(req.points as u64, Relaxed);
-                        st.set_last_error(Some(format!("{status}: {body}")));
-                        if let Some(n) = self.warn_send.check(Instant::now()) {
-                            log::warn!(
-                                "forward {}: {} points refused with {status} ({}); dropped ({n} similar suppressed)",
-                                self.s.target.redacted(),
-                                req.points,
-                                body.trim()
-                            );
-                        }
-                        self.done_points += req.points as u64;
-                        break;
-                    }
-                    Outcome::Retry {
-                        status,
-                        error,
-                        retry_after,
-                    } => {
-                        let st = &self.s.stats;
-                        st.retries.fetch_add(1, Relaxed);
-                        let text = if status == 0 {
-                            error
-                        } else {
-                            format!("{status}: {error}")
-                        };
-                        let delay = self.backoff.next_delay(retry_after);
-                        if let Some(n) = self.warn_send.check(Instant::now()) {
-                            log::warn!(
-                                "forward {}: {text}; retrying in {:.1} s ({} attempts failed, {n} similar suppressed)",
-                                self.s.target.redacted(),
-                                delay.as_secs_f64(),
-                                self.backoff.failures()
-                            );
-                        }
-                        st.set_last_error(Some(text));
-                        self.wait_for_retry(delay)?;
-                    }
-                }
+            .fetch_add(sharded.unsupported, Relaxed);
+        while !self.lanes.has_room() {
+            if self.s.stop.deadline_passed() {
+                return;
+            }
+            self.lanes
+                .wait_progress(self.lanes.completed(), Duration::from_secs(1));
+            self.advance_completed();
+            if self.check_backlog(false) {
+                return; // the gathered batches were dropped with the oldest
             }
         }
-        Ok(())
+        let round = self.next_round;
+        self.next_round += 1;
+        self.lanes.submit(round, sharded.requests);
+        self.in_flight.push_back(InFlight {
+            round,
+            lsn: self.last_lsn,
+            bytes: self.bytes,
+        });
+        self.in_flight_bytes += self.bytes;
+        self.clear_gathered();
     }
 
-    /// Waits `delay` before a retry, looking at the backlog every second.
-    fn wait_for_retry(&mut self, delay: Duration) -> Result<(), Interrupted> {
-        let until = Instant::now() + delay;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(());
-            }
-            if self.s.stop.sleep(left.min(Duration::from_secs(1))) {
-                return Err(Interrupted::Stop);
-            }
-            if self.check_backlog(true) {
-                return Err(Interrupted::Dropped);
-            }
+    /// Stores the cursor at the last round every lane has finished.
+    fn advance_completed(&mut self) {
+        let done = self.lanes.completed();
+        let mut lsn = None;
+        while let Some(f) = self.in_flight.front()
+            && f.round <= done
+        {
+            lsn = Some(f.lsn);
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(f.bytes);
+            self.in_flight.pop_front();
+        }
+        if let Some(lsn) = lsn {
+            self.store(lsn);
         }
     }
 
     /// Updates `backlog_bytes` (at most once a second unless `now`) and, past the cap,
-    /// drops the oldest unsent points. `true` if the gathered batches were dropped.
+    /// drops the oldest unsent points. `true` if it dropped.
     fn check_backlog(&mut self, now: bool) -> bool {
         if !now && self.backlog_checked.elapsed() < Duration::from_secs(1) {
             return false;
         }
         self.backlog_checked = Instant::now();
-        let segments = match segment::list(&self.s.wal_dir) {
-            Ok(s) => s,
-            Err(_) => return false,
+        let Ok(segments) = segment::list(&self.s.wal_dir) else {
+            return false;
         };
-        let backlog = self.reader.bytes_behind(&segments) + self.bytes;
+        let backlog = self.reader.bytes_behind(&segments) + self.bytes + self.in_flight_bytes;
         self.s.stats.backlog_bytes.store(backlog, Relaxed);
         if backlog <= self.s.max_backlog {
             return false;
@@ -404,13 +401,22 @@ impl Forwarder {
         true
     }
 
-    /// Drops the gathered batches and then whole records until `excess` bytes are gone;
-    /// the cursor moves past them.
+    /// Drops the rounds not sent yet, the gathered batches, and then whole records until
+    /// `excess` bytes are gone; the cursor moves past them.
     fn drop_oldest(&mut self, excess: u64) {
-        let mut dropped = self.points.saturating_sub(self.done_points);
-        let mut gone = self.bytes;
+        let mut dropped = self.points;
+        let mut gone = self.bytes + self.in_flight_bytes;
         self.clear_gathered();
+        if let Some(last) = self.in_flight.back().map(|f| f.round) {
+            // The lanes count the points of what they drop.
+            self.lanes.drop_through(last);
+            for f in &mut self.in_flight {
+                f.bytes = 0;
+            }
+            self.in_flight_bytes = 0;
+        }
         let committed = self.s.tail.committed();
+        let mut last_lsn = None;
         while gone < excess {
             let (lsn, size, points) = match self.reader.next_record(committed) {
                 Ok(Some(rec)) => {
@@ -419,7 +425,7 @@ impl Forwarder {
                 }
                 _ => break,
             };
-            self.last_lsn = lsn;
+            last_lsn = Some(lsn);
             gone += size;
             dropped += points;
         }
@@ -427,26 +433,35 @@ impl Forwarder {
         self.s.stats.dropped_backlog.fetch_add(dropped, Relaxed);
         if let Some(n) = self.warn_drop.check(Instant::now()) {
             log::warn!(
-                "forward {}: more than --forward-max-backlog-bytes ({}) behind; dropped the oldest {dropped} unsent points ({gone} log bytes; {n} similar suppressed)",
+                "forward {}: more than --forward-max-backlog-bytes ({}) behind; dropping the oldest unsent points ({gone} log bytes; {n} similar suppressed)",
                 self.s.target.redacted(),
                 self.s.max_backlog
             );
         }
-        self.advance(self.last_lsn);
+        if let Some(lsn) = last_lsn {
+            self.last_lsn = lsn;
+            match self.in_flight.back().map(|f| f.round) {
+                // Stored once the dropped rounds are through the lanes.
+                Some(round) => self.in_flight.push_back(InFlight {
+                    round,
+                    lsn,
+                    bytes: 0,
+                }),
+                None => self.store(lsn),
+            }
+        }
     }
 
     fn clear_gathered(&mut self) {
         self.batches.clear();
         self.values = 0;
         self.points = 0;
-        self.done_points = 0;
         self.bytes = 0;
         self.first_at = None;
     }
 
     /// Everything up to `lsn` is delivered (or dropped): persist it.
-    fn advance(&mut self, lsn: Lsn) {
-        self.clear_gathered();
+    fn store(&mut self, lsn: Lsn) {
         match self.s.cursor.store(lsn) {
             // Only a stored position may let the log be pruned under it.
             Ok(()) => self.s.position.store(lsn, Relaxed),
@@ -460,10 +475,6 @@ impl Forwarder {
                 }
             }
         }
-        if let Ok(segments) = segment::list(&self.s.wal_dir) {
-            let behind = self.reader.bytes_behind(&segments);
-            self.s.stats.backlog_bytes.store(behind, Relaxed);
-        }
     }
 }
 
@@ -475,12 +486,6 @@ fn decode(scratch: &mut IngestScratch, rec: &Record<'_>) -> Result<Batch, String
         Some(Kind::WriteBodyLz4) => write::rebuild_lz4(scratch, rec.payload),
         None => Err(format!("kind {} unknown to this version", rec.kind)),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The directory of the cursors: `DIR/forward`.

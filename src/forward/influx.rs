@@ -13,7 +13,7 @@ use std::io::Write;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use super::{Encoded, Request};
+use super::{Encoded, Request, Sharded};
 use crate::ingest::batch::{Batch, PointRec, Value};
 
 /// Appends one point as a line (with its `\n`).
@@ -57,10 +57,23 @@ pub fn write_point(out: &mut Vec<u8>, batch: &Batch, point: &PointRec) {
 /// request (split between points). Every value has a line-protocol form, so nothing is
 /// counted as unsupported.
 pub fn encode(batches: &[&Batch], max_values: usize) -> Encoded {
+    let mut sharded = encode_sharded(batches, max_values, 1);
+    Encoded {
+        requests: sharded.requests.pop().unwrap_or_default(),
+        unsupported: 0,
+    }
+}
+
+/// [`encode`] with the points spread over `shards` by series key (a series always goes to
+/// the same shard, so its points stay in log order within it).
+pub fn encode_sharded(batches: &[&Batch], max_values: usize, shards: usize) -> Sharded {
     let max_values = max_values.max(1);
-    let mut out = Encoded::default();
-    let mut text = Vec::new();
-    let (mut points, mut values) = (0, 0);
+    let shards = shards.max(1);
+    let mut out = Sharded {
+        requests: (0..shards).map(|_| Vec::new()).collect(),
+        unsupported: 0,
+    };
+    let mut open: Vec<(Vec<u8>, usize, usize)> = (0..shards).map(|_| (Vec::new(), 0, 0)).collect();
     for batch in batches {
         for point in &batch.points {
             let n = point.fields_len as usize;
@@ -68,18 +81,24 @@ pub fn encode(batches: &[&Batch], max_values: usize) -> Encoded {
                 // A point needs a field to be a line; the parser never makes one without.
                 continue;
             }
-            if values > 0 && values + n > max_values {
-                out.requests
-                    .push(finish(&mut text, &mut points, &mut values));
+            let shard = if shards > 1 {
+                (super::remote_write::fnv(batch.bytes(point.key)) % shards as u64) as usize
+            } else {
+                0
+            };
+            let (text, points, values) = &mut open[shard];
+            if *values > 0 && *values + n > max_values {
+                out.requests[shard].push(finish(text, points, values));
             }
-            write_point(&mut text, batch, point);
-            points += 1;
-            values += n;
+            write_point(text, batch, point);
+            *points += 1;
+            *values += n;
         }
     }
-    if values > 0 {
-        out.requests
-            .push(finish(&mut text, &mut points, &mut values));
+    for (shard, (text, points, values)) in open.iter_mut().enumerate() {
+        if *values > 0 {
+            out.requests[shard].push(finish(text, points, values));
+        }
     }
     out
 }

@@ -29,6 +29,7 @@ pub mod forwarder;
 pub mod influx;
 pub mod remote_write;
 pub mod retry;
+pub mod sender;
 pub mod target;
 
 use std::path::Path;
@@ -74,6 +75,39 @@ pub struct Encoded {
     /// Field values not sent because the format cannot carry them (string fields in
     /// remote_write): counted as dropped, reason `unsupported`.
     pub unsupported: u64,
+}
+
+/// Requests per shard, each shard's in log order (a series is always in one shard).
+#[derive(Debug, Default)]
+pub struct Sharded {
+    pub requests: Vec<Vec<Request>>,
+    /// As in [`Encoded::unsupported`].
+    pub unsupported: u64,
+}
+
+/// A forwarder's encoder: the format, and what it remembers between batches (remote_write
+/// keeps every series' labels encoded).
+pub struct Encoder {
+    format: Format,
+    remote_write: remote_write::Encoder,
+}
+
+impl Encoder {
+    pub fn new(format: Format) -> Encoder {
+        Encoder {
+            format,
+            remote_write: remote_write::Encoder::default(),
+        }
+    }
+
+    /// Encodes `batches` (in log order) into requests of at most `max_values` values,
+    /// spread over `shards` by series.
+    pub fn encode(&mut self, batches: &[&Batch], max_values: usize, shards: usize) -> Sharded {
+        match self.format {
+            Format::RemoteWrite => self.remote_write.encode(batches, max_values, shards),
+            Format::LineProtocol => influx::encode_sharded(batches, max_values, shards),
+        }
+    }
 }
 
 /// Encodes `batches` (in log order) for `format`, at most `max_values` field values per
@@ -161,6 +195,7 @@ impl Forwarding {
             ));
             all_stats.push(Arc::clone(&st));
             setups.push(Setup {
+                name: format!("forward-{}", setups.len()),
                 target: target.clone(),
                 client: client.clone(),
                 wal_dir: wal_dir.to_path_buf(),
@@ -170,6 +205,10 @@ impl Forwarding {
                 position: Arc::new(AtomicU64::new(start)),
                 stats: st,
                 max_backlog,
+                lanes: std::env::var("XLANES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(crate::tuning::FORWARD_LANES),
                 stop: Arc::clone(&stop),
             });
         }
@@ -178,10 +217,10 @@ impl Forwarding {
         }
         let positions = Positions(setups.iter().map(|s| Arc::clone(&s.position)).collect());
         let mut threads = Vec::new();
-        for (i, setup) in setups.into_iter().enumerate() {
+        for setup in setups {
             let shown = setup.target.redacted().to_string();
             let thread = std::thread::Builder::new()
-                .name(format!("forward-{i}"))
+                .name(setup.name.clone())
                 .spawn(move || Forwarder::new(setup).run())
                 .map_err(|e| format!("cannot start a forwarder thread: {e}"))?;
             threads.push((shown, thread));

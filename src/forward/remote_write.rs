@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use hashbrown::HashMap;
 use prost::Message;
 
-use super::{Encoded, Request};
+use super::{Encoded, Request, Sharded};
 use crate::ingest::aggregator::{parse_key, unescape_key};
 use crate::ingest::batch::{Batch, Value};
 use crate::names::{metric_name, resolve_labels};
@@ -116,81 +116,302 @@ impl<'a> KeyLabels<'a> {
 /// Builds the requests: points in log order, each series' samples in log order, at most
 /// `max_values` samples per request (split between points).
 pub fn encode(batches: &[&Batch], max_values: usize) -> Encoded {
-    let max_values = max_values.max(1);
-    let mut out = Encoded::default();
-    let mut keys: HashMap<&[u8], KeyLabels<'_>> = HashMap::new();
-    let mut current = Pending::default();
-    let mut snappy = snap::raw::Encoder::new();
-    for batch in batches {
-        for point in &batch.points {
-            let fields = batch.fields_of(point);
-            let n = fields
-                .iter()
-                .filter(|f| sample_value(f.value).is_some())
-                .count();
-            out.unsupported += (fields.len() - n) as u64;
-            if n == 0 {
-                continue;
-            }
-            if current.values > 0 && current.values + n > max_values {
-                out.requests.push(current.finish(&mut snappy));
-            }
-            let key = batch.bytes(point.key);
-            let labels = keys.entry(key).or_insert_with(|| KeyLabels::new(key));
-            let timestamp = timestamp_ms(point.timestamp_ns);
-            for field in fields {
-                let Some(value) = sample_value(field.value) else {
-                    continue;
-                };
-                let name = batch.bytes(field.name);
-                let series = &mut current.request.timeseries;
-                let idx = *current.index.entry((key, name)).or_insert_with(|| {
-                    series.push(TimeSeries {
-                        labels: labels.series_labels(name),
-                        samples: Vec::new(),
-                    });
-                    series.len() - 1
-                });
-                series[idx].samples.push(Sample { value, timestamp });
-            }
-            current.points += 1;
-            current.values += n;
-        }
+    let mut sharded = Encoder::default().encode(batches, max_values, 1);
+    Encoded {
+        requests: sharded.requests.pop().unwrap_or_default(),
+        unsupported: sharded.unsupported,
     }
-    if current.values > 0 {
-        out.requests.push(current.finish(&mut snappy));
-    }
-    out
 }
 
-/// The request being filled: its series by (series key, escaped field name).
+/// Series the encoder remembers the labels of; past it the memory starts over (a fleet
+/// that churns through series must not grow a forwarder without bound).
+const CACHED_SERIES_MAX: usize = 1 << 20;
+
+/// A series the encoder has met: its labels already in protobuf form.
+struct Cached {
+    /// The `labels` fields of its `TimeSeries` (tag, length, `Label`), in name order.
+    labels: Box<[u8]>,
+}
+
+/// A remote_write encoder that keeps, across calls, every series' labels ready to copy
+/// (naming a series costs a key split, sanitising and sorting: done once per series, not
+/// once per request), and writes the protobuf by hand into reused buffers. A point costs
+/// one hash lookup (its key); its fields are found in the key's short list.
 #[derive(Default)]
-struct Pending<'a> {
-    request: WriteRequest,
-    index: HashMap<(&'a [u8], &'a [u8]), usize>,
-    points: usize,
-    values: usize,
+pub struct Encoder {
+    /// Series key -> its fields met so far, each with its index into `cached`.
+    keys: HashMap<Box<[u8]>, KeyFields>,
+    cached: Vec<Cached>,
+    /// Series met in `cached`, for the cap.
+    series: usize,
+    /// Per shard, the request being filled.
+    open: Vec<Open>,
+    proto: Vec<u8>,
+    snappy: Option<snap::raw::Encoder>,
 }
 
-impl Pending<'_> {
-    /// Encodes and compresses the request and starts an empty one.
-    fn finish(&mut self, snappy: &mut snap::raw::Encoder) -> Request {
-        let proto = self.request.encode_to_vec();
+/// The fields of one series key met so far.
+struct KeyFields {
+    shard: u32,
+    fields: Vec<(Box<[u8]>, u32)>,
+}
+
+/// Not in the request being filled.
+const NO_SLOT: u32 = u32::MAX;
+
+/// The request being filled for one shard.
+#[derive(Default)]
+struct Open {
+    /// Series ids in order of first sample; `samples[i]` holds the encoded samples of
+    /// `order[i]`.
+    order: Vec<u32>,
+    samples: Vec<Vec<u8>>,
+    /// Per slot: samples, and points whose first sample is in it.
+    counts: Vec<(u32, u32)>,
+    /// Series id -> slot in `order` (or [`NO_SLOT`]), indexed by id.
+    slot: Vec<u32>,
+}
+
+impl Encoder {
+    /// Encodes `batches` into requests of at most `max_values` samples, spread over
+    /// `shards` by series key (every field of a point goes to the same shard, so a series
+    /// is always in one shard). Within a shard the samples are grouped by series, each
+    /// series' in log order, series in order of first appearance, and cut into requests at
+    /// `max_values`: a request carries few series with many samples each, which is what a
+    /// receiver ingests cheapest (one series lookup for a run of samples). A series with
+    /// more samples than fit continues in the shard's next request.
+    pub fn encode(&mut self, batches: &[&Batch], max_values: usize, shards: usize) -> Sharded {
+        let max_values = max_values.max(1);
+        let shards = shards.max(1);
+        if self.series > CACHED_SERIES_MAX {
+            self.keys.clear();
+            self.cached.clear();
+            self.series = 0;
+            for open in &mut self.open {
+                open.slot.clear();
+            }
+        }
+        self.open.resize_with(shards, Open::default);
+        let mut out = Sharded {
+            requests: (0..shards).map(|_| Vec::new()).collect(),
+            unsupported: 0,
+        };
+        for batch in batches {
+            for point in &batch.points {
+                let fields = batch.fields_of(point);
+                let key = batch.bytes(point.key);
+                let timestamp = timestamp_ms(point.timestamp_ns);
+                let mut first = true;
+                let mut shard = usize::MAX;
+                for field in fields {
+                    let Some(value) = sample_value(field.value) else {
+                        out.unsupported += 1;
+                        continue;
+                    };
+                    if shard == usize::MAX {
+                        shard = self.key_shard(key, shards) % shards;
+                    }
+                    let id = self.series_id(key, batch.bytes(field.name)) as usize;
+                    let open = &mut self.open[shard];
+                    if open.slot.len() <= id {
+                        open.slot.resize(self.cached.len().max(id + 1), NO_SLOT);
+                    }
+                    let slot = match open.slot[id] {
+                        NO_SLOT => {
+                            let s = open.order.len();
+                            open.slot[id] = s as u32;
+                            open.order.push(id as u32);
+                            if open.samples.len() <= s {
+                                open.samples.push(Vec::new());
+                                open.counts.push((0, 0));
+                            }
+                            s
+                        }
+                        s => s as usize,
+                    };
+                    put_sample(&mut open.samples[slot], value, timestamp);
+                    let c = &mut open.counts[slot];
+                    c.0 += 1;
+                    // A point counts in the request that carries its first sample.
+                    c.1 += u32::from(std::mem::take(&mut first));
+                }
+            }
+        }
+        for shard in 0..shards {
+            self.emit(shard, max_values, &mut out.requests[shard]);
+        }
+        out
+    }
+
+    /// Cuts the shard's gathered series into requests of at most `max_values` samples.
+    fn emit(&mut self, shard: usize, max_values: usize, requests: &mut Vec<Request>) {
+        let mut pieces: Vec<(u32, usize, usize)> = Vec::new(); // (slot, start, end) in bytes
+        let (mut values, mut points) = (0usize, 0usize);
+        for slot in 0..self.open[shard].order.len() {
+            let (n, firsts) = self.open[shard].counts[slot];
+            let (mut n, mut firsts, mut at) = (n as usize, firsts as usize, 0usize);
+            while n > 0 {
+                let take = n.min(max_values - values);
+                let bytes = &self.open[shard].samples[slot];
+                let end = if take == n {
+                    bytes.len()
+                } else {
+                    skip_samples(bytes, at, take)
+                };
+                pieces.push((slot as u32, at, end));
+                values += take;
+                points += std::mem::take(&mut firsts);
+                n -= take;
+                at = end;
+                if values == max_values {
+                    let r = self.request(shard, &pieces, values, points);
+                    requests.push(r);
+                    pieces.clear();
+                    (values, points) = (0, 0);
+                }
+            }
+        }
+        if values > 0 {
+            let r = self.request(shard, &pieces, values, points);
+            requests.push(r);
+        }
+        let open = &mut self.open[shard];
+        for (slot, &id) in open.order.iter().enumerate() {
+            open.samples[slot].clear();
+            open.counts[slot] = (0, 0);
+            open.slot[id as usize] = NO_SLOT;
+        }
+        open.order.clear();
+    }
+
+    /// One `WriteRequest` of the given pieces of series, compressed.
+    fn request(
+        &mut self,
+        shard: usize,
+        pieces: &[(u32, usize, usize)],
+        values: usize,
+        points: usize,
+    ) -> Request {
+        let open = &self.open[shard];
+        self.proto.clear();
+        for &(slot, start, end) in pieces {
+            let id = open.order[slot as usize];
+            let labels = &self.cached[id as usize].labels;
+            let samples = &open.samples[slot as usize][start..end];
+            self.proto.push(0x0a);
+            put_varint(&mut self.proto, (labels.len() + samples.len()) as u64);
+            self.proto.extend_from_slice(labels);
+            self.proto.extend_from_slice(samples);
+        }
+        let snappy = self.snappy.get_or_insert_with(snap::raw::Encoder::new);
         // Snappy refuses only inputs over ~4 GiB; a request of `max_values` samples with
         // keys bounded by the parser (64 KiB) is far below, so the empty fallback (which a
         // receiver answers 400) is unreachable in practice.
-        let body = snappy.compress_vec(&proto).unwrap_or_default();
-        let request = Request {
+        let body = snappy.compress_vec(&self.proto).unwrap_or_default();
+        Request {
             body,
-            points: self.points,
-            values: self.values,
-        };
-        self.request.timeseries.clear();
-        self.index.clear();
-        self.points = 0;
-        self.values = 0;
-        request
+            points,
+            values,
+        }
     }
+
+    /// The shard of a series key (remembering the key).
+    fn key_shard(&mut self, key: &[u8], shards: usize) -> usize {
+        if let Some(k) = self.keys.get(key) {
+            return k.shard as usize;
+        }
+        let shard = if shards > 1 { fnv(key) as u32 } else { 0 };
+        self.keys.insert(
+            Box::from(key),
+            KeyFields {
+                shard,
+                fields: Vec::new(),
+            },
+        );
+        shard as usize
+    }
+
+    /// The id of a series whose key [`Encoder::key_shard`] has seen, naming it the first
+    /// time it is met.
+    fn series_id(&mut self, key: &[u8], field: &[u8]) -> u32 {
+        let Some(k) = self.keys.get_mut(key) else {
+            return 0; // unreachable: key_shard inserted it
+        };
+        if let Some((_, id)) = k.fields.iter().find(|(f, _)| **f == *field) {
+            return *id;
+        }
+        let labels = KeyLabels::new(key).series_labels(field);
+        let mut pb = Vec::new();
+        for l in &labels {
+            let inner = 2
+                + varint_len(l.name.len())
+                + l.name.len()
+                + varint_len(l.value.len())
+                + l.value.len();
+            pb.push(0x0a);
+            put_varint(&mut pb, inner as u64);
+            put_bytes(&mut pb, 0x0a, l.name.as_bytes());
+            put_bytes(&mut pb, 0x12, l.value.as_bytes());
+        }
+        let id = self.cached.len() as u32;
+        self.cached.push(Cached {
+            labels: pb.into_boxed_slice(),
+        });
+        k.fields.push((Box::from(field), id));
+        self.series += 1;
+        id
+    }
+}
+
+/// FNV-1a: which shard a series key goes to (stable for the life of the process).
+pub(crate) fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn varint_len(n: usize) -> usize {
+    let bits = usize::BITS - (n | 1).leading_zeros();
+    bits.div_ceil(7) as usize
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// The byte offset after `count` encoded samples starting at `at` (each is `0x12`, its
+/// length, then the `Sample`).
+fn skip_samples(bytes: &[u8], mut at: usize, count: usize) -> usize {
+    for _ in 0..count {
+        let len = bytes.get(at + 1).map_or(0, |&l| l as usize);
+        at = (at + 2 + len).min(bytes.len());
+    }
+    at
+}
+
+/// Appends one `samples` field: `Sample { value = 1 (double), timestamp = 2 (int64) }`.
+fn put_sample(out: &mut Vec<u8>, value: f64, timestamp: i64) {
+    let ts = timestamp as u64; // int64 is a two's-complement varint on the wire
+    let ts_len = varint_len(ts as usize);
+    out.push(0x12);
+    out.push((1 + 8 + 1 + ts_len) as u8);
+    out.push(0x09);
+    out.extend_from_slice(&value.to_le_bytes());
+    out.push(0x10);
+    put_varint(out, ts);
 }
 
 /// Decodes a body made by [`encode`]: for tests and for a stub receiver.
@@ -345,40 +566,52 @@ mod tests {
     }
 
     #[test]
-    fn requests_split_between_points_at_the_value_limit() {
+    fn requests_are_cut_at_the_value_limit_grouped_by_series() {
         let mut body = String::new();
         for i in 0..25 {
             body.push_str(&format!("m,h=h{} a={i},b={i}i,s=\"x\" {i}000000\n", i % 3));
         }
         let batch = batch_of(&body, None);
         let enc = encode(&[&batch], 10);
-        // 2 samples per point, at most 10 per request: 5 points per request.
+        // 50 samples of 6 series, at most 10 per request.
         assert_eq!(enc.requests.len(), 5);
         assert_eq!(enc.unsupported, 25);
+        assert_eq!(enc.requests.iter().map(|r| r.points).sum::<usize>(), 25);
+        let mut per_series: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
         let mut total = 0;
-        let mut last_ts = -1;
         for r in &enc.requests {
-            assert!(r.values <= 10);
-            assert_eq!(r.points * 2, r.values);
+            assert_eq!(r.values, 10);
             let req = decode(&r.body).expect("decodes");
             let n: usize = req.timeseries.iter().map(|s| s.samples.len()).sum();
             assert_eq!(n, r.values);
             total += n;
-            let first = req.timeseries[0].samples[0].timestamp;
-            assert!(first > last_ts);
-            last_ts = req
+            // Grouped: a series appears once per request.
+            let mut names: Vec<String> = req
                 .timeseries
                 .iter()
-                .flat_map(|s| s.samples.iter().map(|x| x.timestamp))
-                .max()
-                .unwrap_or(last_ts);
+                .map(|s| labels_text(&s.labels))
+                .collect();
+            let before = names.len();
+            names.dedup();
+            assert_eq!(names.len(), before);
+            for ts in &req.timeseries {
+                per_series
+                    .entry(labels_text(&ts.labels))
+                    .or_default()
+                    .extend(ts.samples.iter().map(|x| x.timestamp));
+            }
         }
         assert_eq!(total, 50);
-        // A point with more values than the limit travels alone, whole.
+        assert_eq!(per_series.len(), 6);
+        for (series, stamps) in &per_series {
+            assert!(stamps.is_sorted(), "{series}: {stamps:?}");
+        }
+        // A point with more values than the limit is split between requests, in order.
         let wide = batch_of("w a=1,b=2,c=3 1\nw a=4 2\n", None);
         let enc = encode(&[&wide], 2);
         let sizes: Vec<usize> = enc.requests.iter().map(|r| r.values).collect();
-        assert_eq!(sizes, [3, 1]);
+        assert_eq!(sizes, [2, 2]);
+        assert_eq!(enc.requests.iter().map(|r| r.points).sum::<usize>(), 2);
     }
 
     #[test]
@@ -387,6 +620,46 @@ mod tests {
         assert!(enc.requests.is_empty());
         assert_eq!(enc.unsupported, 2);
         assert_eq!(encode(&[], 10), Encoded::default());
+    }
+
+    #[test]
+    fn shards_split_by_series_and_the_cache_changes_nothing() {
+        let body: String = (0..300)
+            .map(|i| format!("m,host=h{} a={i},b={i}i {}\n", i % 37, 1_000_000 * (i + 1)))
+            .collect();
+        let batch = batch_of(&body, None);
+        let one = encode(&[&batch], 10_000);
+        let mut enc = Encoder::default();
+        for round in 0..2 {
+            // The second round runs on a warm cache: the same requests.
+            let sharded = enc.encode(&[&batch], 10_000, 3);
+            assert_eq!(sharded.requests.len(), 3);
+            let mut by_series: std::collections::BTreeMap<String, (usize, Vec<(i64, f64)>)> =
+                Default::default();
+            let mut points = 0;
+            for (shard, reqs) in sharded.requests.iter().enumerate() {
+                for r in reqs {
+                    points += r.points;
+                    for ts in decode(&r.body).expect("decodes").timeseries {
+                        let e = by_series
+                            .entry(labels_text(&ts.labels))
+                            .or_insert((shard, Vec::new()));
+                        assert_eq!(e.0, shard, "a series in two shards (round {round})");
+                        e.1.extend(ts.samples.iter().map(|s| (s.timestamp, s.value)));
+                    }
+                }
+            }
+            assert_eq!(points, 300);
+            let mut want: std::collections::BTreeMap<String, Vec<(i64, f64)>> = Default::default();
+            for ts in decode(&one.requests[0].body).expect("decodes").timeseries {
+                want.entry(labels_text(&ts.labels))
+                    .or_default()
+                    .extend(ts.samples.iter().map(|s| (s.timestamp, s.value)));
+            }
+            let got: std::collections::BTreeMap<_, _> =
+                by_series.into_iter().map(|(k, (_, v))| (k, v)).collect();
+            assert_eq!(got, want, "round {round}");
+        }
     }
 
     #[test]
