@@ -630,23 +630,24 @@ fn basic_auth_from_userinfo_and_the_password_never_shown() {
     assert!(log.contains("***@"), "no redacted URL in the log:\n{log}");
 }
 
-#[test]
-fn backlog_cap_drops_the_oldest_and_keeps_ingesting() {
-    const CAP: u64 = 65_536;
-    const WRITES: usize = 60;
-    const LINES: usize = 250;
-    let addr = free_addr();
-    let cap = CAP.to_string();
+const CAP: u64 = 65_536;
+const CAP_WRITES: usize = 60;
+const CAP_LINES: usize = 250;
+const CAP_POINTS: u64 = (CAP_WRITES * CAP_LINES) as u64;
+
+/// A server with `--forward-max-backlog-bytes` [`CAP`] forwarding to `addr`, given
+/// [`CAP_WRITES`] writes (each acknowledged) of [`CAP_LINES`] points that do not compress,
+/// so the log grows well past the cap: measurement `cap_w<write>`.
+fn write_past_the_cap(addr: std::net::SocketAddr) -> Server {
     let s = server(&[
         "--forward-max-backlog-bytes",
-        &cap,
+        &CAP.to_string(),
         "--remote-write-url",
         &format!("http://{addr}/api/v1/write"),
     ]);
-    // Values that do not compress, so the log grows about as much as the bodies.
     let mut rng = Rng::new(12);
-    for w in 0..WRITES {
-        let body: Vec<String> = (0..LINES)
+    for w in 0..CAP_WRITES {
+        let body: Vec<String> = (0..CAP_LINES)
             .map(|i| {
                 format!(
                     "cap_w{w} v={}.{} {}",
@@ -658,31 +659,78 @@ fn backlog_cap_drops_the_oldest_and_keeps_ingesting() {
             .collect();
         write(&s, &body.join("\n"));
     }
-    let total = (WRITES * LINES) as u64;
-    let st = wait_stats(&s, "oldest dropped, backlog near the cap", |f| {
+    s
+}
+
+/// With a receiver answering `2xx` at `stub`: waits until every point is sent or dropped;
+/// the final `forward[0]` and, per write, how many of its points arrived.
+fn settle_past_the_cap(s: &Server, stub: Stub) -> (Value, Vec<usize>) {
+    let st = wait_stats(s, "every point sent or dropped", |f| {
+        n(f, "points_sent") + n(f, "points_dropped.backlog") == CAP_POINTS
+    });
+    let got = samples(&stub.stop());
+    assert_eq!(got.len() as u64, n(&st, "points_sent"), "{st}");
+    let per_write = (0..CAP_WRITES)
+        .map(|w| {
+            got.iter()
+                .filter(|(m, _)| m == &format!("cap_w{w}_v"))
+                .count()
+        })
+        .collect();
+    (st, per_write)
+}
+
+#[test]
+fn backlog_cap_drops_counted_points_and_ingestion_goes_on() {
+    let addr = free_addr();
+    let s = write_past_the_cap(addr);
+    let st = wait_stats(&s, "points dropped, backlog near the cap", |f| {
         n(f, "points_dropped.backlog") > 0 && n(f, "backlog_bytes") <= CAP + CAP / 2
     });
-    eprintln!("target down, after {total} points: {st}");
-    assert_eq!(n(&st, "points_sent"), 0);
-
-    let stub = Stub::start_on(addr, |_, _| reply("204 No Content", "", ""));
-    let st = wait_stats(&s, "every point sent or dropped", |f| {
-        n(f, "points_sent") + n(f, "points_dropped.backlog") == total
-    });
-    eprintln!("target up: {st}");
-    let got = samples(&stub.stop());
-    let count = |w: usize| {
-        got.iter()
-            .filter(|(m, _)| m == &format!("cap_w{w}_v"))
-            .count()
-    };
-    assert_eq!(
-        count(WRITES - 1),
-        LINES,
-        "the newest write did not arrive whole"
+    assert_eq!(n(&st, "points_sent"), 0, "{st}");
+    assert!(
+        s.wait_for_log("--forward-max-backlog-bytes", DELIVERY),
+        "no warning about the cap:\n{}",
+        s.log_text()
     );
-    assert_eq!(count(0), 0, "the oldest write was not dropped");
-    assert_eq!(got.len() as u64, n(&st, "points_sent"));
+    let stub = Stub::start_on(addr, |_, _| reply("204 No Content", "", ""));
+    let (st, per_write) = settle_past_the_cap(&s, stub);
+    eprintln!("target up again: {st}; points arrived per write: {per_write:?}");
+    assert_eq!(per_write[0], 0, "the oldest write was not dropped");
+}
+
+/// SPEC: past the cap "the oldest unsent points are dropped". Since the sender lanes
+/// (rounds of up to 160,000 values), a round whose log bytes pass the cap is dropped whole,
+/// newest points included: here every one of the 15,000 points, without one request.
+#[test]
+#[ignore = "finding: past the backlog cap the whole gathered round is dropped, newest points included"]
+fn backlog_cap_keeps_the_newest_points() {
+    let addr = free_addr();
+    let s = write_past_the_cap(addr);
+    wait_stats(&s, "points dropped", |f| n(f, "points_dropped.backlog") > 0);
+    let stub = Stub::start_on(addr, |_, _| reply("204 No Content", "", ""));
+    let (st, per_write) = settle_past_the_cap(&s, stub);
+    assert_eq!(
+        per_write[CAP_WRITES - 1],
+        CAP_LINES,
+        "the newest write did not arrive whole: {st}"
+    );
+}
+
+/// The same drop with a receiver that is up and answering all along: a burst of writes
+/// larger than the cap (in log bytes) within one round is dropped entirely, so a small cap
+/// loses points a healthy target would have taken.
+#[test]
+#[ignore = "finding: a healthy target with a small backlog cap loses whole bursts"]
+fn a_healthy_target_with_a_small_cap_receives_the_newest_points() {
+    let stub = Stub::start(|_, _| reply("204 No Content", "", ""));
+    let s = write_past_the_cap(stub.addr);
+    let (st, per_write) = settle_past_the_cap(&s, stub);
+    assert_eq!(
+        per_write[CAP_WRITES - 1],
+        CAP_LINES,
+        "the newest write did not arrive whole: {st}"
+    );
 }
 
 // ===== Cursor, batches, shutdown, https
