@@ -288,7 +288,17 @@ fn remote_write_url(s: &str) -> Result<Target, String> {
 }
 
 fn influx_write_url(s: &str) -> Result<Target, String> {
-    Target::parse(Format::LineProtocol, s).map_err(|e| format!("an http(s) URL: {e}"))
+    let target =
+        Target::parse(Format::LineProtocol, s).map_err(|e| format!("an http(s) URL: {e}"))?;
+    // Points go out with nanosecond timestamps: another precision would mis-stamp them all.
+    if let Some(p) = target.query_value("precision")
+        && !matches!(p.as_str(), "n" | "ns")
+    {
+        return Err(format!(
+            "an http(s) URL without precision={p}: forwarded points carry nanosecond timestamps (leave precision out, or use ns)"
+        ));
+    }
+    Ok(target)
 }
 
 /// The auth token: printable ASCII without spaces, as every header form can carry it.
@@ -529,6 +539,10 @@ mod tests {
         let line = e.to_string();
         assert!(line.contains("--remote-write-url"), "{line}");
         assert!(!line.contains("secret"), "{line}");
+        let e =
+            parse(&["--influx-write-url", "http://h/write?db=x&precision=s"]).expect_err("refused");
+        assert!(e.to_string().contains("precision=s"), "{e}");
+        assert!(parse(&["--influx-write-url", "http://h/write?db=x&precision=ns"]).is_ok());
         let e = parse(&["--forward-max-backlog-bytes", "0"]).expect_err("refused");
         assert!(e.to_string().contains("--forward-max-backlog-bytes"));
     }

@@ -68,6 +68,14 @@ impl std::error::Error for ServerError {}
 
 /// Runs the server until SIGTERM/SIGINT and a graceful shutdown.
 pub fn run(config: Config) -> Result<(), ServerError> {
+    // A bad --forward-ca-file is a configuration error: refused before anything starts.
+    let forward_client = match config.forward_targets().next() {
+        Some(_) => Some(
+            crate::forward::client::Client::new(config.forward_ca_file.as_deref())
+                .map_err(|e| ServerError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
     match crate::sys::raise_nofile_limit() {
         Ok(l) if l.soft > l.soft_before => log::info!(
             "raised RLIMIT_NOFILE soft limit from {} to {} (hard {})",
@@ -149,15 +157,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             (pipeline, Some(durable), Some((dir, loaded)))
         }
     };
-    let forwarding = match (&durable, &storage) {
-        (Some(d), Some((dir, _))) if config.forward_targets().next().is_some() => {
+    let forwarding = match (&durable, &storage, &forward_client) {
+        (Some(d), Some((dir, _)), Some(client)) => {
             let targets: Vec<_> = config.forward_targets().cloned().collect();
             let f = Forwarding::start(
                 &targets,
                 dir.path(),
                 dir.wal_dir(),
                 d.tail(),
-                config.forward_ca_file.as_deref(),
+                client,
                 config.forward_max_backlog_bytes,
                 &stats,
             )

@@ -703,7 +703,7 @@ fn backlog_cap_drops_counted_points_and_ingestion_goes_on() {
 /// (rounds of up to 160,000 values), a round whose log bytes pass the cap is dropped whole,
 /// newest points included: here every one of the 15,000 points, without one request.
 #[test]
-#[ignore = "finding: past the backlog cap the whole gathered round is dropped, newest points included"]
+
 fn backlog_cap_keeps_the_newest_points() {
     let addr = free_addr();
     let s = write_past_the_cap(addr);
@@ -721,7 +721,7 @@ fn backlog_cap_keeps_the_newest_points() {
 /// larger than the cap (in log bytes) within one round is dropped entirely, so a small cap
 /// loses points a healthy target would have taken.
 #[test]
-#[ignore = "finding: a healthy target with a small backlog cap loses whole bursts"]
+
 fn a_healthy_target_with_a_small_cap_receives_the_newest_points() {
     let stub = Stub::start(|_, _| reply("204 No Content", "", ""));
     let s = write_past_the_cap(stub.addr);
@@ -933,7 +933,7 @@ fn an_unreadable_forward_ca_file_is_a_config_error() {
 /// the CA file is read only once the data directory is open and the listener bound, after
 /// the "listening on" line (which tells a supervisor or a test harness the server is up).
 #[test]
-#[ignore = "finding: --forward-ca-file is checked after the listener is bound and announced"]
+
 fn an_unreadable_forward_ca_file_fails_before_anything_starts() {
     let (code, err) = start_with_missing_ca_file();
     assert_eq!(code, Some(2), "stderr: {err}");
@@ -946,7 +946,7 @@ fn an_unreadable_forward_ca_file_fails_before_anything_starts() {
 /// too large: the points land at the wrong time or are refused. Refusing it at start-up is
 /// one answer (dropping or rewriting the parameter another).
 #[test]
-#[ignore = "finding: an --influx-write-url with precision=s is accepted and mis-stamps every point"]
+
 fn an_influx_url_with_another_precision_is_refused() {
     let tmp = TempDir::new("fwd-precision");
     let (code, err) = run_expecting_exit(
