@@ -23,9 +23,10 @@
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::http::exchange::{Phase, Progress};
+use crate::ingest::lifecycle::{DeleteJob, DeleteReply, Selector};
 use crate::ingest::write::WriteSource;
 use crate::ingest::{Batch, Pipeline};
 use crate::net::doorbell::Doorbell;
@@ -221,6 +222,10 @@ impl Sink for DurableSink {
         self.pipeline.push_logged(batch, lsn);
     }
 
+    fn apply_delete(&mut self, lsn: Lsn, job: DeleteJob) {
+        self.pipeline.push_logged_delete(job, lsn);
+    }
+
     fn complete(&mut self, group: &mut Vec<Completion<Ticket>>) {
         for c in group.drain(..) {
             let result = match c.result {
@@ -267,6 +272,34 @@ impl Durable {
             deliver(closed.ticket, Err(err), &mut acks);
             self.acks.publish(&mut acks);
         }
+    }
+
+    /// `DELETE /series` through the log: appended as a kind-4 record behind every write
+    /// acknowledged so far, queued by the log thread in LSN order, applied by the
+    /// aggregator. Blocks the calling (serving) thread until then, at most until
+    /// `deadline`; returns the number of series removed, or why there is no answer (the
+    /// request is then answered `503`; a delete that was logged is still applied, now or
+    /// at the next start).
+    pub fn delete(&self, selector: Selector, deadline: Instant) -> Result<u64, String> {
+        let reply = Arc::new(DeleteReply::default());
+        let waiter = Arc::new(Waiter::default());
+        let job = DeleteJob {
+            selector,
+            reply: Some(Arc::clone(&reply)),
+        };
+        if self
+            .log
+            .append_delete(Ticket::Waiter(Arc::clone(&waiter)), job)
+            .is_err()
+        {
+            return Err("the write log is closed (shutting down)".into());
+        }
+        waiter
+            .wait(|| Instant::now() >= deadline)
+            .map_err(|e| format!("the write log cannot take the delete: {e}"))?;
+        reply
+            .wait(deadline)
+            .ok_or_else(|| "the delete was logged but not applied in time".into())
     }
 
     /// Writes and syncs what is pending, delivers its results, and stops the log thread.
