@@ -17,8 +17,11 @@
 //! generation and what the engine decided about the connection) or a serving thread
 //! blocked on its [`Waiter`]. On a log error the reservation is released and nothing of the
 //! write is applied. [`after_ack`] is the one mapping from an acknowledgement to what the
-//! connection does next, shared by every I/O model. Nothing here touches a socket or the
-//! disk, and nothing here may block the reactor: the log thread only pushes to a list.
+//! connection does next, shared by every I/O model. A `DELETE /series` takes the same
+//! road as a record of its own ([`Durable::delete`]: its serving thread waits for the
+//! aggregator's answer), so it is ordered behind every acknowledged write. Nothing here
+//! touches a socket or the disk, and nothing here may block the reactor: the log thread
+//! only pushes to a list.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
