@@ -139,6 +139,11 @@ pub struct Config {
         default_value = "1000000", value_parser = int::<usize>(1..=1 << 32))]
     pub max_series: usize,
 
+    /// Seconds without a write after which a series is dropped from reads and snapshots (counted in series_expired); 0 keeps series until deleted
+    #[arg(long = "series-ttl", env = "METRICSTREAM_SERIES_TTL", value_name = "SECS",
+        default_value = "3600", value_parser = whole_secs(0..=u64::from(u32::MAX)))]
+    pub series_ttl: Duration,
+
     /// Seconds allowed on SIGTERM/SIGINT to finish requests and drain the queue
     #[arg(long = "shutdown-timeout", env = "METRICSTREAM_SHUTDOWN_TIMEOUT", value_name = "SECS",
         default_value = "30", value_parser = secs(0.0, MAX_TIMEOUT_SECS))]
@@ -466,6 +471,7 @@ mod tests {
         assert_eq!(d.idle_timeout, Duration::from_secs(75));
         assert_eq!(d.queue_capacity, 1_000_000);
         assert_eq!(d.max_series, 1_000_000);
+        assert_eq!(d.series_ttl, Duration::from_secs(3600));
         assert_eq!(d.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(d.auth_token, None);
         assert_eq!(d.data_dir, PathBuf::from("metricstream-data"));
@@ -505,6 +511,22 @@ mod tests {
         );
         let e = parse(&["--data-dir", ""]).unwrap_err();
         assert!(e.to_string().contains("--data-dir"), "{e}");
+    }
+
+    #[test]
+    fn series_ttl_is_whole_seconds_and_zero_turns_it_off() {
+        assert_eq!(
+            parse(&["--series-ttl", "0"]).unwrap().series_ttl,
+            Duration::ZERO
+        );
+        assert_eq!(
+            parse(&["--series-ttl", "90"]).unwrap().series_ttl,
+            Duration::from_secs(90)
+        );
+        let e = parse(&["--series-ttl", "1.5"]).unwrap_err();
+        assert!(e.to_string().contains("--series-ttl"), "{e}");
+        let e = parse(&["--series-ttl", "-1"]).unwrap_err();
+        assert!(e.to_string().contains("--series-ttl"), "{e}");
     }
 
     #[test]

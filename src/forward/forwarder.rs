@@ -518,6 +518,8 @@ fn decode(scratch: &mut IngestScratch, rec: &Record<'_>) -> Result<Batch, String
         Some(Kind::Write) => Batch::decode(rec.payload).map_err(|e| e.to_string()),
         Some(Kind::WriteBody) => write::rebuild(scratch, rec.payload),
         Some(Kind::WriteBodyLz4) => write::rebuild_lz4(scratch, rec.payload),
+        // A `DELETE /series` concerns this server's aggregates only: nothing to send.
+        Some(Kind::Delete) => Ok(Batch::default()),
         None => Err(format!("kind {} unknown to this version", rec.kind)),
     }
 }
