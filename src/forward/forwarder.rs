@@ -519,6 +519,8 @@ fn decode(scratch: &mut IngestScratch, rec: &Record<'_>) -> Result<Batch, String
         Some(Kind::WriteBody) => write::rebuild(scratch, rec.payload),
         Some(Kind::WriteBodyLz4) => write::rebuild_lz4(scratch, rec.payload),
         // A `DELETE /series` concerns this server's aggregates only: nothing to send.
+        // A DELETE /series is not forwarded: neither format can carry one, and the store
+        // keeps its own history (docs/forwarding.md).
         Some(Kind::Delete) => Ok(Batch::default()),
         None => Err(format!("kind {} unknown to this version", rec.kind)),
     }
