@@ -115,6 +115,7 @@ fn append(c: &mut Criterion) {
                                         arena: t.arena.clone(),
                                         points: t.points.clone(),
                                         fields: t.fields.clone(),
+                                        received_s: t.received_s,
                                     };
                                     log.append(w, batch).expect("open");
                                     rx.recv_timeout(Duration::from_secs(30)).expect("acked");

@@ -34,8 +34,12 @@ impl App {
     /// `queue_capacity` points and the store `max_series` series.
     pub fn standalone(config: Config) -> std::io::Result<App> {
         let stats = Arc::new(Stats::default());
-        let pipeline =
-            Pipeline::start(config.queue_capacity, config.max_series, Arc::clone(&stats))?;
+        let pipeline = Pipeline::start(
+            config.queue_capacity,
+            config.max_series,
+            config.series_ttl,
+            Arc::clone(&stats),
+        )?;
         Ok(App {
             info: ServerInfo {
                 io_model: config.io_model.as_str(),

@@ -139,6 +139,11 @@ pub struct Config {
         default_value = "1000000", value_parser = int::<usize>(1..=1 << 32))]
     pub max_series: usize,
 
+    /// Seconds without a write after which a series is dropped from reads and snapshots (counted in series_expired); 0 keeps series until deleted
+    #[arg(long = "series-ttl", env = "METRICSTREAM_SERIES_TTL", value_name = "SECS",
+        default_value = "3600", value_parser = whole_secs(0..=u64::from(u32::MAX)))]
+    pub series_ttl: Duration,
+
     /// Seconds allowed on SIGTERM/SIGINT to finish requests and drain the queue
     #[arg(long = "shutdown-timeout", env = "METRICSTREAM_SHUTDOWN_TIMEOUT", value_name = "SECS",
         default_value = "30", value_parser = secs(0.0, MAX_TIMEOUT_SECS))]
@@ -288,7 +293,17 @@ fn remote_write_url(s: &str) -> Result<Target, String> {
 }
 
 fn influx_write_url(s: &str) -> Result<Target, String> {
-    Target::parse(Format::LineProtocol, s).map_err(|e| format!("an http(s) URL: {e}"))
+    let target =
+        Target::parse(Format::LineProtocol, s).map_err(|e| format!("an http(s) URL: {e}"))?;
+    // Points go out with nanosecond timestamps: another precision would mis-stamp them all.
+    if let Some(p) = target.query_value("precision")
+        && !matches!(p.as_str(), "n" | "ns")
+    {
+        return Err(format!(
+            "an http(s) URL without precision={p}: forwarded points carry nanosecond timestamps (leave precision out, or use ns)"
+        ));
+    }
+    Ok(target)
 }
 
 /// The auth token: printable ASCII without spaces, as every header form can carry it.
@@ -456,6 +471,7 @@ mod tests {
         assert_eq!(d.idle_timeout, Duration::from_secs(75));
         assert_eq!(d.queue_capacity, 1_000_000);
         assert_eq!(d.max_series, 1_000_000);
+        assert_eq!(d.series_ttl, Duration::from_secs(3600));
         assert_eq!(d.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(d.auth_token, None);
         assert_eq!(d.data_dir, PathBuf::from("metricstream-data"));
@@ -498,6 +514,22 @@ mod tests {
     }
 
     #[test]
+    fn series_ttl_is_whole_seconds_and_zero_turns_it_off() {
+        assert_eq!(
+            parse(&["--series-ttl", "0"]).unwrap().series_ttl,
+            Duration::ZERO
+        );
+        assert_eq!(
+            parse(&["--series-ttl", "90"]).unwrap().series_ttl,
+            Duration::from_secs(90)
+        );
+        let e = parse(&["--series-ttl", "1.5"]).unwrap_err();
+        assert!(e.to_string().contains("--series-ttl"), "{e}");
+        let e = parse(&["--series-ttl", "-1"]).unwrap_err();
+        assert!(e.to_string().contains("--series-ttl"), "{e}");
+    }
+
+    #[test]
     fn forward_flags_parse_repeat_and_never_echo_a_url() {
         let c = parse(&[
             "--remote-write-url",
@@ -529,6 +561,10 @@ mod tests {
         let line = e.to_string();
         assert!(line.contains("--remote-write-url"), "{line}");
         assert!(!line.contains("secret"), "{line}");
+        let e =
+            parse(&["--influx-write-url", "http://h/write?db=x&precision=s"]).expect_err("refused");
+        assert!(e.to_string().contains("precision=s"), "{e}");
+        assert!(parse(&["--influx-write-url", "http://h/write?db=x&precision=ns"]).is_ok());
         let e = parse(&["--forward-max-backlog-bytes", "0"]).expect_err("refused");
         assert!(e.to_string().contains("--forward-max-backlog-bytes"));
     }

@@ -17,15 +17,19 @@
 //! generation and what the engine decided about the connection) or a serving thread
 //! blocked on its [`Waiter`]. On a log error the reservation is released and nothing of the
 //! write is applied. [`after_ack`] is the one mapping from an acknowledgement to what the
-//! connection does next, shared by every I/O model. Nothing here touches a socket or the
-//! disk, and nothing here may block the reactor: the log thread only pushes to a list.
+//! connection does next, shared by every I/O model. A `DELETE /series` takes the same
+//! road as a record of its own ([`Durable::delete`]: its serving thread waits for the
+//! aggregator's answer), so it is ordered behind every acknowledged write. Nothing here
+//! touches a socket or the disk, and nothing here may block the reactor: the log thread
+//! only pushes to a list.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::http::exchange::{Phase, Progress};
+use crate::ingest::lifecycle::{DeleteJob, DeleteReply, Selector};
 use crate::ingest::write::WriteSource;
 use crate::ingest::{Batch, Pipeline};
 use crate::net::doorbell::Doorbell;
@@ -221,6 +225,10 @@ impl Sink for DurableSink {
         self.pipeline.push_logged(batch, lsn);
     }
 
+    fn apply_delete(&mut self, lsn: Lsn, job: DeleteJob) {
+        self.pipeline.push_logged_delete(job, lsn);
+    }
+
     fn complete(&mut self, group: &mut Vec<Completion<Ticket>>) {
         for c in group.drain(..) {
             let result = match c.result {
@@ -267,6 +275,34 @@ impl Durable {
             deliver(closed.ticket, Err(err), &mut acks);
             self.acks.publish(&mut acks);
         }
+    }
+
+    /// `DELETE /series` through the log: appended as a kind-4 record behind every write
+    /// acknowledged so far, queued by the log thread in LSN order, applied by the
+    /// aggregator. Blocks the calling (serving) thread until then, at most until
+    /// `deadline`; returns the number of series removed, or why there is no answer (the
+    /// request is then answered `503`; a delete that was logged is still applied, now or
+    /// at the next start).
+    pub fn delete(&self, selector: Selector, deadline: Instant) -> Result<u64, String> {
+        let reply = Arc::new(DeleteReply::default());
+        let waiter = Arc::new(Waiter::default());
+        let job = DeleteJob {
+            selector,
+            reply: Some(Arc::clone(&reply)),
+        };
+        if self
+            .log
+            .append_delete(Ticket::Waiter(Arc::clone(&waiter)), job)
+            .is_err()
+        {
+            return Err("the write log is closed (shutting down)".into());
+        }
+        waiter
+            .wait(|| Instant::now() >= deadline)
+            .map_err(|e| format!("the write log cannot take the delete: {e}"))?;
+        reply
+            .wait(deadline)
+            .ok_or_else(|| "the delete was logged but not applied in time".into())
     }
 
     /// Writes and syncs what is pending, delivers its results, and stops the log thread.

@@ -122,7 +122,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         path: "/series",
-        methods: READ,
+        methods: &[Method::Get, Method::Head, Method::Delete],
         needs_auth: true,
         takes_body: NONE,
         shape: Shape::V1,
@@ -369,6 +369,9 @@ fn metrics(app: &App, local: &mut Local, _: &Request<'_>) -> Reply {
 }
 
 fn series(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
+    if req.head.method == Method::Delete {
+        return delete_series(app, local, req);
+    }
     match SeriesFilter::from_query(req.head.query) {
         Ok(filter) => {
             let store = app.pipeline.store();
@@ -376,6 +379,38 @@ fn series(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
             Reply::with_body(200, JSON)
         }
         Err(message) => error_reply(Shape::V1, 400, &message, None, &mut local.body),
+    }
+}
+
+/// `DELETE /series`: removes the series matching the filters, in order with the writes:
+/// through the write log as its own record (after every write acknowledged so far), or
+/// under `--memory-only` through the queue; answered once the aggregator applied it, so a
+/// read after the answer never shows them. Blocks this serving thread until then (a group
+/// commit and a queue turn; at most [`crate::tuning::DELETE_TIMEOUT`], then `503`).
+fn delete_series(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
+    let selector = match crate::read::series::delete_selector(req.head.query) {
+        Ok(s) => s,
+        Err(message) => return error_reply(Shape::V1, 400, &message, None, &mut local.body),
+    };
+    let deadline = Instant::now() + crate::tuning::DELETE_TIMEOUT;
+    let result = match &app.durable {
+        Some(durable) => durable.delete(selector, deadline),
+        None => app
+            .pipeline
+            .delete(selector, deadline)
+            .ok_or_else(|| "the server is shutting down or the aggregator is behind".into()),
+    };
+    match result {
+        Ok(n) => {
+            use std::io::Write;
+            let _ = write!(local.body, "{{\"deleted\":{n}}}");
+            Reply::with_body(200, JSON)
+        }
+        Err(message) => {
+            let mut reply = error_reply(Shape::V1, 503, &message, None, &mut local.body);
+            reply.headers.push(("Retry-After", b"1".to_vec()));
+            reply
+        }
     }
 }
 

@@ -68,6 +68,14 @@ impl std::error::Error for ServerError {}
 
 /// Runs the server until SIGTERM/SIGINT and a graceful shutdown.
 pub fn run(config: Config) -> Result<(), ServerError> {
+    // A bad --forward-ca-file is a configuration error: refused before anything starts.
+    let forward_client = match config.forward_targets().next() {
+        Some(_) => Some(
+            crate::forward::client::Client::new(config.forward_ca_file.as_deref())
+                .map_err(|e| ServerError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
     match crate::sys::raise_nofile_limit() {
         Ok(l) if l.soft > l.soft_before => log::info!(
             "raised RLIMIT_NOFILE soft limit from {} to {} (hard {})",
@@ -138,9 +146,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     );
     let (pipeline, durable, storage) = match storage {
         None => {
-            let pipeline =
-                Pipeline::start(config.queue_capacity, config.max_series, Arc::clone(&stats))
-                    .map_err(|e| ServerError::Io("starting the aggregator", e))?;
+            let pipeline = Pipeline::start(
+                config.queue_capacity,
+                config.max_series,
+                config.series_ttl,
+                Arc::clone(&stats),
+            )
+            .map_err(|e| ServerError::Io("starting the aggregator", e))?;
             (pipeline, None, None)
         }
         Some((dir, recovery)) => {
@@ -149,15 +161,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             (pipeline, Some(durable), Some((dir, loaded)))
         }
     };
-    let forwarding = match (&durable, &storage) {
-        (Some(d), Some((dir, _))) if config.forward_targets().next().is_some() => {
+    let forwarding = match (&durable, &storage, &forward_client) {
+        (Some(d), Some((dir, _)), Some(client)) => {
             let targets: Vec<_> = config.forward_targets().cloned().collect();
             let f = Forwarding::start(
                 &targets,
                 dir.path(),
                 dir.wal_dir(),
                 d.tail(),
-                config.forward_ca_file.as_deref(),
+                client,
                 config.forward_max_backlog_bytes,
                 &stats,
             )
@@ -285,14 +297,30 @@ fn start_durable(
         ..LogOptions::default()
     };
     let Recovery {
-        store,
+        mut store,
         applied_lsn,
         next_lsn,
         report,
     } = recovery;
-    let pipeline =
-        Pipeline::start_from(store, applied_lsn, config.queue_capacity, Arc::clone(stats))
-            .map_err(|e| ServerError::Io("starting the aggregator", e))?;
+    // Before the server listens: a series that expired while the server was down (or
+    // before a crash) is never read again.
+    let ttl_s = config.series_ttl.as_secs().min(u64::from(u32::MAX)) as u32;
+    if ttl_s > 0 {
+        let now_s = crate::ingest::lifecycle::unix_s(std::time::SystemTime::now());
+        let expired = store.expire_all(now_s, ttl_s);
+        crate::stats::bump(&stats.pipeline.series_expired, expired);
+        if expired > 0 {
+            log::info!("{expired} recovered series not written for --series-ttl {ttl_s} s expired");
+        }
+    }
+    let pipeline = Pipeline::start_from(
+        store,
+        applied_lsn,
+        config.queue_capacity,
+        config.series_ttl,
+        Arc::clone(stats),
+    )
+    .map_err(|e| ServerError::Io("starting the aggregator", e))?;
     // The store went to the aggregator; the log needs only where to continue.
     let rest = Recovery {
         store: crate::ingest::SeriesStore::new(0),

@@ -184,6 +184,10 @@ stats_table! {
             "Distinct series (measurement, tag set, field) held.";
         label_collisions: Counter "metricstream_label_collisions_total",
             "Tags left out of /metrics because another tag of the series sanitised to the same label name.";
+        series_expired: Counter "metricstream_series_expired_total",
+            "Series removed because they were not written for --series-ttl seconds.";
+        series_deleted: Counter "metricstream_series_deleted_total",
+            "Series removed by DELETE /series.";
     }
 
     /// Gauges the worker pool maintains.
@@ -648,6 +652,8 @@ mod tests {
             "log_corrupt_records",
             "snapshot_last_unix",
             "recovered_points",
+            "series_expired",
+            "series_deleted",
         ] {
             assert!(v.get(field).is_some(), "missing {}", field);
         }
@@ -692,6 +698,8 @@ mod tests {
             "requests_total",
             "responses_by_status",
             "series",
+            "series_deleted",
+            "series_expired",
             "timeouts_body",
             "timeouts_header",
             "timeouts_idle",

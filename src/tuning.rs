@@ -85,6 +85,23 @@ pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 /// that a `/metrics` reader waits at most a few milliseconds.
 pub const APPLY_CHUNK: usize = 16;
 
+/// How often the aggregator visits a slice of the store for `--series-ttl` expiry. Often
+/// enough that each visit is a small slice (a few thousand buckets at a million series),
+/// rarely enough that an idle server wakes ten times a second at most.
+pub const EXPIRY_TICK: Duration = Duration::from_millis(100);
+
+/// Shortest pass of the expiry sweep over the whole store (short TTLs: every tick visits
+/// everything).
+pub const EXPIRY_PASS_MIN: Duration = EXPIRY_TICK;
+
+/// Longest pass of the expiry sweep: with the default hour-long TTL a series goes at most
+/// about a minute late, and a tick touches a sixhundredth of the store.
+pub const EXPIRY_PASS_MAX: Duration = Duration::from_secs(60);
+
+/// Longest a `DELETE /series` waits for the log and the aggregator before it is answered
+/// `503` (a disk that stopped answering, or a shutdown under way).
+pub const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
+
 // ----- the write log (storage/) --------------------------------------------------------
 
 /// Size at which a log segment is closed and the next one started. Segments are the unit

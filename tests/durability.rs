@@ -883,11 +883,9 @@ fn memory_only_creates_no_files() {
     );
 }
 
-/// Forwarding (`--remote-write-url`) is not in the server yet: today the flag is unknown,
-/// which exits 2 as well, so this would pass for the wrong reason. Enable it with
-/// forwarding.
+/// Forwarding reads the write log, which `--memory-only` turns off: exit 2 with one line
+/// (not clap's "unexpected argument", which would exit 2 as well, for the wrong reason).
 #[test]
-#[ignore = "needs --remote-write-url (forwarding), which does not exist yet"]
 fn memory_only_with_a_forward_target_is_a_config_error() {
     let (code, err) = run_expecting_exit(
         &[
@@ -904,6 +902,7 @@ fn memory_only_with_a_forward_target_is_a_config_error() {
         err.contains("memory-only") && !err.contains("unexpected argument"),
         "{err}"
     );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
 
 // ===== 7. Disk full

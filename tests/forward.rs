@@ -2,17 +2,14 @@
 //! receiver in a thread (headers, basic auth, bodies decoded, 503/429/400 classified, https
 //! with a private CA given as `--forward-ca-file` would give it) and,
 //! when installed, a real VictoriaMetrics that must hold exactly the names, labels, values
-//! and millisecond timestamps sent. Not the server binary: forwarding is not wired yet.
-//! Every wait is bounded.
+//! and millisecond timestamps sent. The library's blocks only, not the server binary:
+//! tests/forward_e2e.rs runs the wired forwarder against real receivers. Every wait is
+//! bounded.
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::io::Read;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metricstream::forward::client::{Client, Outcome, USER_AGENT};
 use metricstream::forward::target::Target;
@@ -21,8 +18,8 @@ use metricstream::ingest::Batch;
 use metricstream::ingest::line_protocol::Precision;
 use metricstream::ingest::write::{IngestScratch, WriteParams, batch_for_bench};
 
-use common::{get, tool_available, wait_until};
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use common::receivers::{Stub, Victoria, free_addr, private_pki, reply, tls_stub};
+use common::wait_until;
 
 fn batch_of(body: &str) -> Batch {
     let params = WriteParams {
@@ -32,116 +29,9 @@ fn batch_of(body: &str) -> Batch {
     batch_for_bench(&mut IngestScratch::default(), body.as_bytes(), &params).expect("valid")
 }
 
-/// One request as the stub received it.
-#[derive(Debug)]
-struct Received {
-    head: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A receiver answering one connection per entry of `replies` (raw responses), in order,
-/// within 20 s in all; the handle yields what it received.
-fn stub(replies: Vec<String>) -> (SocketAddr, JoinHandle<Vec<Received>>) {
-    stub_with(replies, |tcp| Some(Box::new(tcp)))
-}
-
-/// A connection as the stub speaks on it: plain TCP or TLS over it.
-trait Conn: Read + Write {}
-impl<T: Read + Write> Conn for T {}
-
-/// [`stub`], with each accepted connection wrapped by `wrap` (e.g. in TLS).
-fn stub_with(
-    replies: Vec<String>,
-    wrap: impl Fn(TcpStream) -> Option<Box<dyn Conn>> + Send + 'static,
-) -> (SocketAddr, JoinHandle<Vec<Received>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let handle = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut received = Vec::new();
-        for reply in replies {
-            let mut stream = None;
-            let accepted = wait_until(deadline.saturating_duration_since(Instant::now()), || {
-                stream = listener.accept().ok().map(|(s, _)| s);
-                stream.is_some()
-            });
-            let Some(tcp) = stream.filter(|_| accepted) else {
-                break;
-            };
-            tcp.set_nonblocking(false).expect("blocking");
-            tcp.set_read_timeout(Some(Duration::from_secs(5)))
-                .expect("timeout");
-            let Some(mut conn) = wrap(tcp) else {
-                break;
-            };
-            let Some(request) = read_request(&mut conn) else {
-                break;
-            };
-            let _ = conn.write_all(reply.as_bytes());
-            let _ = conn.flush();
-            received.push(request);
-        }
-        received
-    });
-    (addr, handle)
-}
-
-/// Reads one request with a `Content-Length` body.
-fn read_request(stream: &mut dyn Conn) -> Option<Received> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next()?.to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())?;
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Received {
-        head: request_line,
-        headers,
-        body,
-    })
-}
-
-fn reply(status: &str, extra: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
-        body.len()
-    )
+/// A stub answering `replies` in order (one connection each), `500` after them.
+fn stub(replies: Vec<String>) -> Stub {
+    Stub::scripted(replies)
 }
 
 fn client() -> Client {
@@ -150,10 +40,10 @@ fn client() -> Client {
 
 #[test]
 fn remote_write_headers_basic_auth_and_body() {
-    let (addr, handle) = stub(vec![reply("204 No Content", "", "")]);
+    let stub = stub(vec![reply("204 No Content", "", "")]);
     let target = Target::parse(
         Format::RemoteWrite,
-        &format!("http://alice:pa%3Ass@{addr}/api/v1/write"),
+        &format!("http://alice:pa%3Ass@{}/api/v1/write", stub.addr),
     )
     .expect("target");
     let batch = batch_of("cpu,host=a usage=1.5,up=true,s=\"x\" 1700000000123456789\n");
@@ -161,7 +51,7 @@ fn remote_write_headers_basic_auth_and_body() {
     assert_eq!(enc.unsupported, 1);
     let outcome = client().send(&target, &enc.requests[0].body);
     assert_eq!(outcome, Outcome::Success { status: 204 });
-    let got = handle.join().expect("stub");
+    let got = stub.stop();
     assert_eq!(got.len(), 1);
     let r = &got[0];
     assert_eq!(r.head, "POST /api/v1/write HTTP/1.1");
@@ -204,10 +94,10 @@ fn remote_write_headers_basic_auth_and_body() {
 
 #[test]
 fn line_protocol_headers_and_gzip_body() {
-    let (addr, handle) = stub(vec![reply("204 No Content", "", "")]);
+    let stub = stub(vec![reply("204 No Content", "", "")]);
     let target = Target::parse(
         Format::LineProtocol,
-        &format!("http://{addr}/write?db=metrics&u=me&p=hunter2"),
+        &format!("http://{}/write?db=metrics&u=me&p=hunter2", stub.addr),
     )
     .expect("target");
     let text = "m,t=a\\ b s=\"say \\\"hi\\\"\",n=3i 1700000000123456789\n";
@@ -216,7 +106,7 @@ fn line_protocol_headers_and_gzip_body() {
         client().send(&target, &enc.requests[0].body),
         Outcome::Success { status: 204 }
     );
-    let got = handle.join().expect("stub");
+    let got = stub.stop();
     let r = &got[0];
     assert_eq!(r.head, "POST /write?db=metrics&u=me&p=hunter2 HTTP/1.1");
     assert_eq!(r.header("Content-Encoding"), Some("gzip"));
@@ -233,7 +123,7 @@ fn line_protocol_headers_and_gzip_body() {
 #[test]
 fn answers_are_classified() {
     let long = "x".repeat(2000);
-    let (addr, handle) = stub(vec![
+    let stub = stub(vec![
         reply("503 Service Unavailable", "Retry-After: 7\r\n", "busy"),
         reply(
             "429 Too Many Requests",
@@ -245,14 +135,15 @@ fn answers_are_classified() {
         reply("401 Unauthorized", "", "who"),
         reply("200 OK", "", "{}"),
     ]);
-    let target = Target::parse(Format::RemoteWrite, &format!("http://{addr}/w")).expect("target");
+    let target =
+        Target::parse(Format::RemoteWrite, &format!("http://{}/w", stub.addr)).expect("target");
     let c = client();
     let body = b"not even snappy";
     let mut outcomes = Vec::new();
     for _ in 0..6 {
         outcomes.push(c.send(&target, body));
     }
-    assert_eq!(handle.join().expect("stub").len(), 6);
+    assert_eq!(stub.stop().len(), 6);
     assert_eq!(
         outcomes[0],
         Outcome::Retry {
@@ -294,9 +185,7 @@ fn answers_are_classified() {
 #[test]
 fn network_error_is_retried_without_leaking_the_url() {
     // A port nobody listens on: bound, then released.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port");
+    let addr = free_addr();
     let target = Target::parse(
         Format::LineProtocol,
         &format!("http://u:hunter2@{addr}/write?p=hunter3"),
@@ -313,95 +202,6 @@ fn network_error_is_retried_without_leaking_the_url() {
     }
 }
 
-/// One exported series: labels sorted, values, timestamps (ms).
-type Exported = (Vec<(String, String)>, Vec<f64>, Vec<i64>);
-
-/// A VictoriaMetrics single-node process on a free loopback port, killed on drop.
-struct Victoria {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Victoria {
-    fn start() -> Victoria {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port");
-        let child = Command::new("victoria-metrics")
-            .arg(format!("-storageDataPath={}", dir.path().display()))
-            .arg(format!("-httpListenAddr={addr}"))
-            .arg("-loggerLevel=ERROR")
-            .arg("-search.disableCache")
-            .arg("-search.latencyOffset=0s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn victoria-metrics");
-        let vm = Victoria {
-            child,
-            addr,
-            _dir: dir,
-        };
-        assert!(
-            wait_until(Duration::from_secs(30), || {
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                    && get(addr, "/health").status == 200
-            }),
-            "victoria-metrics did not come up on {addr}"
-        );
-        vm
-    }
-
-    /// `/api/v1/export` lines for `selector`, sorted by labels.
-    fn export(&self, selector: &str) -> Vec<Exported> {
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("match[]", selector)
-            .finish();
-        let r = get(self.addr, &format!("/api/v1/export?{query}"));
-        assert_eq!(r.status, 200, "{}", r.text());
-        let mut out: Vec<_> = r
-            .text()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).expect("export JSON");
-                let mut labels: Vec<(String, String)> = v["metric"]
-                    .as_object()
-                    .expect("metric")
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect();
-                labels.sort();
-                let values = v["values"]
-                    .as_array()
-                    .expect("values")
-                    .iter()
-                    .map(|x| x.as_f64().expect("number"))
-                    .collect();
-                let ts = v["timestamps"]
-                    .as_array()
-                    .expect("timestamps")
-                    .iter()
-                    .map(|x| x.as_i64().expect("ms"))
-                    .collect();
-                (labels, values, ts)
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-}
-
-impl Drop for Victoria {
-    fn drop(&mut self) {
-        // Child::kill signals this child's own PID.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = pairs
         .iter()
@@ -413,7 +213,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[test]
 fn victoria_metrics_receives_exact_series() {
-    if !tool_available("victoria-metrics", "METRICSTREAM_REQUIRE_VICTORIAMETRICS") {
+    if !Victoria::available() {
         return;
     }
     let vm = Victoria::start();
@@ -505,41 +305,6 @@ fn victoria_metrics_receives_exact_series() {
     assert!(arrived, "export {last:?}\nexpected {expected:?}");
 }
 
-/// A private CA, a server certificate for 127.0.0.1 signed by it, and the CA's PEM.
-fn private_pki() -> (Arc<rustls::ServerConfig>, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("CA cert");
-    let key = KeyPair::generate().expect("server key");
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("server params")
-        .signed_by(&key, &ca, &ca_key)
-        .expect("server cert");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![server.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .expect("server config");
-    (Arc::new(config), ca.pem())
-}
-
-fn tls_stub(
-    config: Arc<rustls::ServerConfig>,
-    replies: Vec<String>,
-) -> (SocketAddr, JoinHandle<Vec<Received>>) {
-    stub_with(replies, move |tcp| {
-        let conn = rustls::ServerConnection::new(config.clone()).ok()?;
-        Some(Box::new(rustls::StreamOwned::new(conn, tcp)))
-    })
-}
-
 #[test]
 fn https_trusts_the_forward_ca_file_and_only_then() {
     let (config, ca_pem) = private_pki();
@@ -553,27 +318,33 @@ fn https_trusts_the_forward_ca_file_and_only_then() {
     );
 
     // Built-in roots only: the private CA is unknown, a retry (the operator fixes it).
-    let (addr, handle) = tls_stub(config.clone(), vec![reply("204 No Content", "", "")]);
-    let target =
-        Target::parse(Format::RemoteWrite, &format!("https://u:pw@{addr}/w")).expect("target");
+    let stub = tls_stub(config.clone(), vec![reply("204 No Content", "", "")]);
+    let target = Target::parse(
+        Format::RemoteWrite,
+        &format!("https://u:pw@{}/w", stub.addr),
+    )
+    .expect("target");
     match client().send(&target, &body.requests[0].body) {
         Outcome::Retry {
             status: 0, error, ..
         } => assert!(error.to_lowercase().contains("certificate"), "{error}"),
         other => panic!("untrusted certificate: {other:?}"),
     }
-    assert!(handle.join().expect("stub").is_empty());
+    assert!(stub.stop().is_empty());
 
     // With --forward-ca-file: delivered, basic auth inside TLS.
-    let (addr, handle) = tls_stub(config, vec![reply("204 No Content", "", "")]);
-    let target =
-        Target::parse(Format::RemoteWrite, &format!("https://u:pw@{addr}/w")).expect("target");
+    let stub = tls_stub(config, vec![reply("204 No Content", "", "")]);
+    let target = Target::parse(
+        Format::RemoteWrite,
+        &format!("https://u:pw@{}/w", stub.addr),
+    )
+    .expect("target");
     let trusting = Client::new(Some(&ca_file)).expect("client with CA file");
     assert_eq!(
         trusting.send(&target, &body.requests[0].body),
         Outcome::Success { status: 204 }
     );
-    let got = handle.join().expect("stub");
+    let got = stub.stop();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].header("Authorization"), Some("Basic dTpwdw=="));
     let req = remote_write::decode(&got[0].body).expect("decodes");

@@ -111,18 +111,26 @@ struct InFlight {
     bytes: u64,
 }
 
+/// One log record gathered and not yet submitted.
+struct Gathered {
+    /// Its write (empty if the record could not be decoded).
+    batch: Batch,
+    /// Bytes it takes in the log.
+    bytes: u64,
+    lsn: Lsn,
+}
+
 pub struct Forwarder {
     s: Setup,
     reader: LogReader,
     scratch: IngestScratch,
     encoder: Encoder,
     lanes: Arc<Lanes>,
-    /// Gathered and not yet submitted.
-    batches: Vec<Batch>,
+    /// Gathered and not yet submitted, in log order; the sums below are over it.
+    gathered: Vec<Gathered>,
     values: usize,
     points: u64,
     bytes: u64,
-    last_lsn: Lsn,
     first_at: Option<Instant>,
     next_round: u64,
     in_flight: VecDeque<InFlight>,
@@ -148,11 +156,10 @@ impl Forwarder {
             scratch: IngestScratch::default(),
             encoder: Encoder::new(s.target.format()),
             lanes,
-            batches: Vec::new(),
+            gathered: Vec::new(),
             values: 0,
             points: 0,
             bytes: 0,
-            last_lsn: s.start,
             first_at: None,
             next_round: 1,
             in_flight: VecDeque::new(),
@@ -192,7 +199,7 @@ impl Forwarder {
             }
         }
         while self.gather() {
-            if !self.batches.is_empty() {
+            if !self.gathered.is_empty() {
                 self.submit();
             }
             self.advance_completed();
@@ -227,9 +234,11 @@ impl Forwarder {
         );
     }
 
-    /// Values gathered before a round is encoded.
-    fn round_values(&self) -> usize {
-        FORWARD_ROUND_VALUES
+    /// A round is full at [`FORWARD_ROUND_VALUES`] values, or at half the backlog cap in
+    /// log bytes: a round must fit under the cap, or a small cap would drop whole rounds,
+    /// newest points included, even with the target keeping up.
+    fn round_full(&self) -> bool {
+        self.values >= FORWARD_ROUND_VALUES || self.bytes >= (self.s.max_backlog / 2).max(1)
     }
 
     /// Reads committed records until a round is full or a second has passed since the
@@ -244,7 +253,7 @@ impl Forwarder {
             let before = self.reader.next_lsn();
             self.read_upto(committed);
             self.check_backlog(false);
-            if self.values >= self.round_values() {
+            if self.round_full() {
                 return true;
             }
             let waited = self.first_at.map(|t| t.elapsed());
@@ -255,10 +264,7 @@ impl Forwarder {
             let closed = self.s.tail.is_closed();
             if self.s.stop.requested() && caught_up && closed {
                 // Shutdown and nothing more will be logged: send what is gathered, leave.
-                if self.batches.is_empty() {
-                    return false;
-                }
-                return true;
+                return !self.gathered.is_empty();
             }
             if !caught_up && self.reader.next_lsn() > before {
                 continue; // more is committed than one pass read
@@ -281,8 +287,7 @@ impl Forwarder {
 
     /// Reads records up to `committed` into the gathered batches, up to a full round.
     fn read_upto(&mut self, committed: crate::storage::Committed) {
-        let full = self.round_values();
-        while self.values < full {
+        while !self.round_full() {
             let rec = match self.reader.next_record(committed) {
                 Ok(Some(rec)) => rec,
                 Ok(None) => break,
@@ -297,15 +302,9 @@ impl Forwarder {
                     break;
                 }
             };
-            let (lsn, size) = (rec.lsn, rec.size as u64);
-            match decode(&mut self.scratch, &rec) {
-                Ok(batch) => {
-                    self.values += batch.fields.len();
-                    self.points += batch.len() as u64;
-                    if !batch.is_empty() {
-                        self.batches.push(batch);
-                    }
-                }
+            let (lsn, bytes) = (rec.lsn, rec.size as u64);
+            let batch = match decode(&mut self.scratch, &rec) {
+                Ok(batch) => batch,
                 Err(why) => {
                     if let Some(n) = self.warn_read.check(Instant::now()) {
                         log::error!(
@@ -313,11 +312,14 @@ impl Forwarder {
                             self.s.target.redacted()
                         );
                     }
+                    Batch::default()
                 }
-            }
+            };
+            self.values += batch.fields.len();
+            self.points += batch.len() as u64;
+            self.bytes += bytes;
+            self.gathered.push(Gathered { batch, bytes, lsn });
             self.first_at.get_or_insert_with(Instant::now);
-            self.last_lsn = lsn;
-            self.bytes += size;
         }
         for skipped in self.reader.take_skipped() {
             if let Some(n) = self.warn_read.check(Instant::now()) {
@@ -334,7 +336,12 @@ impl Forwarder {
 
     /// Encodes the gathered batches and hands them to the lanes, once they have room.
     fn submit(&mut self) {
-        let refs: Vec<&Batch> = self.batches.iter().collect();
+        let refs: Vec<&Batch> = self
+            .gathered
+            .iter()
+            .filter(|g| !g.batch.is_empty())
+            .map(|g| &g.batch)
+            .collect();
         let sharded = self
             .encoder
             .encode(&refs, FORWARD_MAX_VALUES, self.lanes.count());
@@ -354,12 +361,15 @@ impl Forwarder {
                 return; // the gathered batches were dropped with the oldest
             }
         }
+        let Some(lsn) = self.gathered.last().map(|g| g.lsn) else {
+            return;
+        };
         let round = self.next_round;
         self.next_round += 1;
         self.lanes.submit(round, sharded.requests);
         self.in_flight.push_back(InFlight {
             round,
-            lsn: self.last_lsn,
+            lsn,
             bytes: self.bytes,
         });
         self.in_flight_bytes += self.bytes;
@@ -401,35 +411,58 @@ impl Forwarder {
         true
     }
 
-    /// Drops the rounds not sent yet, the gathered batches, and then whole records until
-    /// `excess` bytes are gone; the cursor moves past them.
+    /// Drops the oldest unsent points until `excess` log bytes are gone: rounds in flight
+    /// from the oldest (the lanes drop them and count their points), then gathered records
+    /// from the oldest, then records not read yet. The cursor moves past what was dropped
+    /// once the rounds before it are through.
     fn drop_oldest(&mut self, excess: u64) {
-        let mut dropped = self.points;
-        let mut gone = self.bytes + self.in_flight_bytes;
-        self.clear_gathered();
-        if let Some(last) = self.in_flight.back().map(|f| f.round) {
-            // The lanes count the points of what they drop.
-            self.lanes.drop_through(last);
-            for f in &mut self.in_flight {
-                f.bytes = 0;
+        let mut gone = 0u64;
+        let mut dropped = 0u64;
+        let mut through = None;
+        for f in &mut self.in_flight {
+            if gone >= excess {
+                break;
             }
-            self.in_flight_bytes = 0;
+            if f.bytes > 0 {
+                gone += f.bytes;
+                f.bytes = 0;
+                through = Some(f.round);
+            }
         }
-        let committed = self.s.tail.committed();
-        let mut last_lsn = None;
-        while gone < excess {
-            let (lsn, size, points) = match self.reader.next_record(committed) {
-                Ok(Some(rec)) => {
-                    let points = decode(&mut self.scratch, &rec).map_or(0, |b| b.len() as u64);
-                    (rec.lsn, rec.size as u64, points)
-                }
-                _ => break,
-            };
-            last_lsn = Some(lsn);
-            gone += size;
-            dropped += points;
+        if let Some(round) = through {
+            self.lanes.drop_through(round);
+            self.in_flight_bytes = self.in_flight.iter().map(|f| f.bytes).sum();
         }
-        let _ = self.reader.take_skipped();
+        let mut cut = 0;
+        let mut last = None;
+        while gone < excess && cut < self.gathered.len() {
+            let g = &self.gathered[cut];
+            gone += g.bytes;
+            dropped += g.batch.len() as u64;
+            last = Some(g.lsn);
+            cut += 1;
+        }
+        self.gathered.drain(..cut);
+        self.values = self.gathered.iter().map(|g| g.batch.fields.len()).sum();
+        self.points = self.gathered.iter().map(|g| g.batch.len() as u64).sum();
+        self.bytes = self.gathered.iter().map(|g| g.bytes).sum();
+        if self.gathered.is_empty() {
+            self.first_at = None;
+            let committed = self.s.tail.committed();
+            while gone < excess {
+                let (lsn, size, points) = match self.reader.next_record(committed) {
+                    Ok(Some(rec)) => {
+                        let points = decode(&mut self.scratch, &rec).map_or(0, |b| b.len() as u64);
+                        (rec.lsn, rec.size as u64, points)
+                    }
+                    _ => break,
+                };
+                last = Some(lsn);
+                gone += size;
+                dropped += points;
+            }
+            let _ = self.reader.take_skipped();
+        }
         self.s.stats.dropped_backlog.fetch_add(dropped, Relaxed);
         if let Some(n) = self.warn_drop.check(Instant::now()) {
             log::warn!(
@@ -438,22 +471,23 @@ impl Forwarder {
                 self.s.max_backlog
             );
         }
-        if let Some(lsn) = last_lsn {
-            self.last_lsn = lsn;
-            match self.in_flight.back().map(|f| f.round) {
-                // Stored once the dropped rounds are through the lanes.
-                Some(round) => self.in_flight.push_back(InFlight {
-                    round,
-                    lsn,
-                    bytes: 0,
-                }),
-                None => self.store(lsn),
-            }
+        if let Some(lsn) = last {
+            // Stored once every round before it is through the lanes (at once if none).
+            self.in_flight.push_back(InFlight {
+                round: self.next_round - 1,
+                lsn,
+                bytes: 0,
+            });
+            self.advance_completed();
+        }
+        if let Ok(segments) = segment::list(&self.s.wal_dir) {
+            let backlog = self.reader.bytes_behind(&segments) + self.bytes + self.in_flight_bytes;
+            self.s.stats.backlog_bytes.store(backlog, Relaxed);
         }
     }
 
     fn clear_gathered(&mut self) {
-        self.batches.clear();
+        self.gathered.clear();
         self.values = 0;
         self.points = 0;
         self.bytes = 0;
@@ -484,6 +518,10 @@ fn decode(scratch: &mut IngestScratch, rec: &Record<'_>) -> Result<Batch, String
         Some(Kind::Write) => Batch::decode(rec.payload).map_err(|e| e.to_string()),
         Some(Kind::WriteBody) => write::rebuild(scratch, rec.payload),
         Some(Kind::WriteBodyLz4) => write::rebuild_lz4(scratch, rec.payload),
+        // A `DELETE /series` concerns this server's aggregates only: nothing to send.
+        // A DELETE /series is not forwarded: neither format can carry one, and the store
+        // keeps its own history (docs/forwarding.md).
+        Some(Kind::Delete) => Ok(Batch::default()),
         None => Err(format!("kind {} unknown to this version", rec.kind)),
     }
 }

@@ -139,18 +139,17 @@ pub struct Forwarding {
 
 impl Forwarding {
     /// Opens each target's cursor in `DIR/forward/` (a new target starts at the log's
-    /// committed end) and starts its thread. Registers the targets' counters in `stats`.
-    /// The error is one line naming what failed (a CA file, the cursor directory).
+    /// committed end) and starts its thread, all sending through `client`. Registers the
+    /// targets' counters in `stats`. The error is one line naming what failed.
     pub fn start(
         targets: &[Target],
         data_dir: &Path,
         wal_dir: &Path,
         tail: &Arc<LogTail>,
-        ca_file: Option<&Path>,
+        client: &Client,
         max_backlog: u64,
         stats: &Stats,
     ) -> Result<Forwarding, String> {
-        let client = Client::new(ca_file).map_err(|e| e.to_string())?;
         let dir = forwarder::cursor_dir(data_dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

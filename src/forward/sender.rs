@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::Request;
 use super::client::{Client, Outcome};
@@ -23,6 +23,7 @@ use super::retry::Backoff;
 use super::target::Target;
 use crate::log_limit::LogLimiter;
 use crate::stats::ForwardStats;
+use crate::storage::dir::unix_now;
 
 /// Rounds a lane holds besides the one it is sending.
 pub const LANE_DEPTH: usize = 2;
@@ -292,10 +293,4 @@ fn send(lanes: &Lanes, backoff: &mut Backoff, round: u64, req: &Request) -> Sent
             }
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

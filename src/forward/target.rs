@@ -112,6 +112,15 @@ impl Target {
         self.authorization.as_deref()
     }
 
+    /// The value of query parameter `name` in the URL, if present (never for logging:
+    /// it may be a secret).
+    pub fn query_value(&self, name: &str) -> Option<String> {
+        let url = url::Url::parse(&self.url).ok()?;
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
     /// The URL as it may be shown in logs and `/stats`.
     pub fn redacted(&self) -> &str {
         &self.redacted

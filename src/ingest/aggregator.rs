@@ -7,7 +7,10 @@
 //! (one canonical key, stored once as boxed bytes), each holding a small `Vec` of per-field
 //! aggregates matched by linear search; applying a point is one hash lookup plus a few
 //! byte comparisons and never allocates unless it creates a series (or replaces a string
-//! `last` value with one of a different length).
+//! `last` value with one of a different length). Each series also keeps the wall-clock
+//! second of its last accepted write (the batch's receive time, one `u32` store per field
+//! value), which the `--series-ttl` sweep ([`SeriesStore::expire_step`], a bounded slice
+//! of the table per call) and `DELETE /series` ([`SeriesStore::delete`]) remove series by.
 
 use std::borrow::Cow;
 use std::hash::BuildHasher;
@@ -15,6 +18,7 @@ use std::hash::BuildHasher;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::ingest::batch::{Batch, FieldRec, Value};
+use crate::ingest::lifecycle::Selector;
 
 /// Bytes a backslash escapes inside a measurement name.
 const MEASUREMENT_ESCAPES: &[u8] = b", ";
@@ -67,6 +71,9 @@ pub struct FieldAgg {
     max: f64,
     last_timestamp_ns: i64,
     last: LastValue,
+    /// Wall-clock second of the last write applied to it (receive time, not the point's
+    /// timestamp): what `--series-ttl` measures.
+    last_write_s: u32,
 }
 
 impl FieldAgg {
@@ -79,12 +86,14 @@ impl FieldAgg {
             max: f64::NEG_INFINITY,
             last_timestamp_ns: i64::MIN,
             last: LastValue::Bool(false),
+            last_write_s: 0,
         }
     }
 
     #[inline]
     fn update(&mut self, value: Value, batch: &Batch, timestamp_ns: i64) {
         self.count += 1;
+        self.last_write_s = batch.received_s;
         let numeric = match value {
             Value::Float(f) => Some(f),
             Value::Int(i) => Some(i as f64),
@@ -163,6 +172,17 @@ impl FieldAgg {
 
     pub fn last_timestamp_ns(&self) -> i64 {
         self.last_timestamp_ns
+    }
+
+    /// Wall-clock second (Unix) of the last write applied.
+    pub fn last_write_unix(&self) -> u32 {
+        self.last_write_s
+    }
+
+    /// Not written for more than `ttl_s` seconds at `now_s`. Strictly more: last-write
+    /// times are whole seconds rounded down, so a series never goes early.
+    fn expired(&self, now_s: u32, ttl_s: u32) -> bool {
+        now_s.saturating_sub(self.last_write_s) > ttl_s
     }
 }
 
@@ -275,6 +295,71 @@ impl SeriesStore {
         self.label_collisions
     }
 
+    /// Removes every series matching `selector` (nothing for a selector without a
+    /// condition); returns how many. Visits the whole table: deletes are rare requests.
+    pub fn delete(&mut self, selector: &Selector) -> u64 {
+        if selector.is_empty() {
+            return 0;
+        }
+        let mut removed = 0u64;
+        self.table.retain(|g| {
+            let (measurement, tags) = parse_key(&g.key);
+            if !selector.matches_group(&measurement, &tags) {
+                return true;
+            }
+            let before = g.fields.len();
+            g.fields.retain(|f| !selector.matches_field(&f.name()));
+            removed += (before - g.fields.len()) as u64;
+            !g.fields.is_empty()
+        });
+        self.series_count -= removed as usize;
+        removed
+    }
+
+    /// Removes every series not written for more than `ttl_s` seconds at `now_s` (one
+    /// whole pass: at start-up, before the server listens); returns how many.
+    pub fn expire_all(&mut self, now_s: u32, ttl_s: u32) -> u64 {
+        let mut removed = 0u64;
+        self.table.retain(|g| {
+            removed += expire_group(g, now_s, ttl_s);
+            !g.fields.is_empty()
+        });
+        self.series_count -= removed as usize;
+        removed
+    }
+
+    /// One slice of the expiry sweep: visits up to `visit` buckets from `*cursor`, removes
+    /// the series not written for more than `ttl_s` seconds at `now_s`, and moves the
+    /// cursor on (back to 0 after the last bucket). Returns how many series went. Removing
+    /// never moves other entries; a table that grew between calls is rehashed, so that
+    /// pass may miss some series, which the next pass finds.
+    pub fn expire_step(&mut self, now_s: u32, ttl_s: u32, cursor: &mut usize, visit: usize) -> u64 {
+        let buckets = self.table.num_buckets();
+        let start = if *cursor >= buckets { 0 } else { *cursor };
+        let end = start.saturating_add(visit).min(buckets);
+        let mut removed = 0u64;
+        for i in start..end {
+            let Ok(mut entry) = self.table.get_bucket_entry(i) else {
+                continue;
+            };
+            let g = entry.get_mut();
+            if g.fields.iter().any(|f| f.expired(now_s, ttl_s)) {
+                removed += expire_group(g, now_s, ttl_s);
+                if g.fields.is_empty() {
+                    entry.remove();
+                }
+            }
+        }
+        *cursor = if end >= buckets { 0 } else { end };
+        self.series_count -= removed as usize;
+        removed
+    }
+
+    /// Buckets of the table (what [`SeriesStore::expire_step`] walks).
+    pub fn buckets(&self) -> usize {
+        self.table.num_buckets()
+    }
+
     /// Every group, in no particular order, with names unescaped for rendering.
     pub fn groups(&self) -> impl Iterator<Item = GroupView<'_>> + '_ {
         self.table.iter().map(|g| {
@@ -289,6 +374,13 @@ impl SeriesStore {
     }
 }
 
+/// Removes the expired fields of a group; returns how many.
+fn expire_group(g: &mut Group, now_s: u32, ttl_s: u32) -> u64 {
+    let before = g.fields.len();
+    g.fields.retain(|f| !f.expired(now_s, ttl_s));
+    (before - g.fields.len()) as u64
+}
+
 /// Why snapshot bytes could not be decoded into a [`SeriesStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreDecodeError(pub &'static str);
@@ -301,6 +393,13 @@ impl std::fmt::Display for StoreDecodeError {
 
 impl std::error::Error for StoreDecodeError {}
 
+/// The two layouts of [`SeriesStore::encode_into`]: 2 adds each series' last-write time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StoreFormat {
+    V1,
+    V2,
+}
+
 const LAST_FLOAT: u8 = 1;
 const LAST_INT: u8 = 2;
 const LAST_UINT: u8 = 3;
@@ -308,13 +407,24 @@ const LAST_BOOL: u8 = 4;
 const LAST_STR: u8 = 5;
 
 impl SeriesStore {
-    /// Appends every aggregate, exactly (floats bit for bit), for a snapshot:
+    /// Appends every aggregate, exactly (floats bit for bit), for a snapshot (format 2):
     /// `label_collisions u64, groups u64`, then per group `key_len u32, key,
     /// dropped_labels u32, n_fields u32` and per field `name_len u32, name, count u64,
-    /// sum f64, min f64, max f64, last_timestamp_ns i64, last tag u8, last value` (8 bytes,
-    /// or `len u32` + bytes for a string). Little-endian. `max_series` is configuration,
-    /// not data, and is not written.
+    /// sum f64, min f64, max f64, last_timestamp_ns i64, last_write_unix u32, last tag u8,
+    /// last value` (8 bytes, or `len u32` + bytes for a string). Little-endian.
+    /// `max_series` is configuration, not data, and is not written. Format 1 is the same
+    /// without `last_write_unix`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.encode_format(out, StoreFormat::V2);
+    }
+
+    /// Format 1, as versions before last-write times wrote it (for tests of the loader).
+    #[cfg(test)]
+    pub(crate) fn encode_v1_into(&self, out: &mut Vec<u8>) {
+        self.encode_format(out, StoreFormat::V1);
+    }
+
+    fn encode_format(&self, out: &mut Vec<u8>, format: StoreFormat) {
         out.extend_from_slice(&self.label_collisions.to_le_bytes());
         out.extend_from_slice(&(self.table.len() as u64).to_le_bytes());
         for g in self.table.iter() {
@@ -330,6 +440,9 @@ impl SeriesStore {
                 out.extend_from_slice(&f.min.to_bits().to_le_bytes());
                 out.extend_from_slice(&f.max.to_bits().to_le_bytes());
                 out.extend_from_slice(&f.last_timestamp_ns.to_le_bytes());
+                if format == StoreFormat::V2 {
+                    out.extend_from_slice(&f.last_write_s.to_le_bytes());
+                }
                 let (tag, v) = match &f.last {
                     LastValue::Float(x) => (LAST_FLOAT, x.to_bits()),
                     LastValue::Int(i) => (LAST_INT, *i as u64),
@@ -352,6 +465,25 @@ impl SeriesStore {
     /// snapshot is kept even past `max_series` (they were admitted when written); the limit
     /// applies to series created afterwards. Never panics on any input.
     pub fn decode(bytes: &[u8], max_series: usize) -> Result<SeriesStore, StoreDecodeError> {
+        Self::decode_format(bytes, max_series, StoreFormat::V2, 0)
+    }
+
+    /// [`SeriesStore::decode`] of format 1 (snapshots written before last-write times
+    /// were kept): every series gets `load_s` as its last write, so it lives one more TTL.
+    pub fn decode_v1(
+        bytes: &[u8],
+        max_series: usize,
+        load_s: u32,
+    ) -> Result<SeriesStore, StoreDecodeError> {
+        Self::decode_format(bytes, max_series, StoreFormat::V1, load_s)
+    }
+
+    fn decode_format(
+        bytes: &[u8],
+        max_series: usize,
+        format: StoreFormat,
+        load_s: u32,
+    ) -> Result<SeriesStore, StoreDecodeError> {
         let mut r = SnapReader { bytes, pos: 0 };
         let mut store = SeriesStore::new(max_series);
         store.label_collisions = r.u64()?;
@@ -371,6 +503,10 @@ impl SeriesStore {
                 let min = f64::from_bits(r.u64()?);
                 let max = f64::from_bits(r.u64()?);
                 let last_timestamp_ns = r.u64()? as i64;
+                let last_write_s = match format {
+                    StoreFormat::V2 => r.u32()?,
+                    StoreFormat::V1 => load_s,
+                };
                 let tag = r.take(1)?[0];
                 let last = match tag {
                     LAST_STR => {
@@ -399,6 +535,7 @@ impl SeriesStore {
                     max,
                     last_timestamp_ns,
                     last,
+                    last_write_s,
                 });
             }
             let hash = store.hasher.hash_one(&*key);
@@ -979,8 +1116,171 @@ mod tests {
         assert_eq!(s.label_collisions(), 6);
     }
 
+    /// A batch received at `received_s`.
+    fn at(received_s: u32, points: &[super::test_support::TestPoint<'_>]) -> Batch {
+        let mut b = batch(points);
+        b.received_s = received_s;
+        b
+    }
+
+    fn keys_and_fields(s: &SeriesStore) -> Vec<String> {
+        let mut v: Vec<String> = s
+            .groups()
+            .flat_map(|g| {
+                g.fields.iter().map(move |f| {
+                    format!(
+                        "{} {}",
+                        String::from_utf8_lossy(g.key),
+                        String::from_utf8_lossy(f.escaped_name())
+                    )
+                })
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn last_write_is_the_receive_time_not_the_timestamp() {
+        let mut s = SeriesStore::new(100);
+        s.apply(&at(
+            1000,
+            &[("m", 5, &[("a", V::F(1.0)), ("b", V::F(1.0))])],
+        ));
+        s.apply(&at(1010, &[("m", 1, &[("a", V::F(2.0))])]));
+        assert_eq!(field(&s, "m", "a").last_write_unix(), 1010);
+        assert_eq!(field(&s, "m", "b").last_write_unix(), 1000);
+        // An old timestamp still counts as a write now.
+        assert_eq!(field(&s, "m", "a").last_timestamp_ns(), 5);
+    }
+
+    #[test]
+    fn expiry_removes_series_not_written_for_longer_than_the_ttl() {
+        let mut s = SeriesStore::new(100);
+        s.apply(&at(1000, &[("old", 1, &[("v", V::F(1.0))])]));
+        s.apply(&at(
+            1000,
+            &[("mixed", 1, &[("stale", V::F(1.0)), ("live", V::F(1.0))])],
+        ));
+        s.apply(&at(1050, &[("mixed", 2, &[("live", V::F(1.0))])]));
+        s.apply(&at(1060, &[("new", 1, &[("v", V::F(1.0))])]));
+        assert_eq!(s.series_count(), 4);
+        // Exactly the TTL old: kept (times are rounded down, never early).
+        assert_eq!(s.expire_all(1030, 30), 0);
+        assert_eq!(s.expire_all(1031, 30), 2);
+        assert_eq!(keys_and_fields(&s), ["mixed live", "new v"]);
+        assert_eq!((s.series_count(), s.group_count()), (2, 2));
+        // A later write starts a fresh series.
+        s.apply(&at(1100, &[("old", 9, &[("v", V::F(7.0))])]));
+        assert_eq!(field(&s, "old", "v").count(), 1);
+        assert_eq!(s.series_count(), 3);
+    }
+
+    #[test]
+    fn the_incremental_sweep_covers_the_table_in_slices() {
+        let mut s = SeriesStore::new(10_000);
+        for i in 0..1000 {
+            let key = format!("m,host=h{i}");
+            let t = if i % 3 == 0 { 100 } else { 200 };
+            s.apply(&at(t, &[(&key, 1, &[("v", V::F(1.0))])]));
+        }
+        let buckets = s.buckets();
+        assert!(buckets >= 1000);
+        let mut cursor = 0;
+        let mut removed = 0;
+        let mut calls = 0;
+        // A slice of 64 buckets per call: a whole pass ends with the cursor back at 0.
+        loop {
+            removed += s.expire_step(250, 100, &mut cursor, 64);
+            calls += 1;
+            if cursor == 0 {
+                break;
+            }
+            assert!(calls < 10_000, "the sweep never wrapped");
+        }
+        assert_eq!(calls, buckets.div_ceil(64));
+        assert_eq!(removed, 334);
+        assert_eq!(s.series_count(), 666);
+        assert_eq!(s.group_count(), 666);
+        // Nothing left to expire at that time; the limit admits new series again.
+        assert_eq!(s.expire_all(250, 100), 0);
+        // A cursor past the end (the table shrank or was rebuilt) starts over.
+        let mut cursor = usize::MAX;
+        s.expire_step(250, 100, &mut cursor, 8);
+        assert_eq!(cursor, 8);
+    }
+
+    #[test]
+    fn delete_matches_like_the_series_filters() {
+        let mut s = SeriesStore::new(100);
+        s.apply(&at(
+            1,
+            &[
+                (
+                    "cpu,dc=x,host=a",
+                    1,
+                    &[("idle", V::F(1.0)), ("user", V::F(1.0))],
+                ),
+                ("cpu,dc=y,host=b", 1, &[("idle", V::F(1.0))]),
+                (r"mem\ x,host=a", 1, &[(r"fr\ ee", V::F(1.0))]),
+            ],
+        ));
+        let sel = |m: Option<&str>, f: Option<&str>, tags: &[(&str, &str)]| Selector {
+            measurement: m.map(str::to_owned),
+            field: f.map(str::to_owned),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        assert_eq!(
+            s.delete(&Selector::default()),
+            0,
+            "no condition deletes nothing"
+        );
+        assert_eq!(s.delete(&sel(Some("nope"), None, &[])), 0);
+        assert_eq!(
+            s.delete(&sel(Some("cpu"), Some("user"), &[("host", "a")])),
+            1
+        );
+        assert_eq!(s.series_count(), 3);
+        // Unescaped names, as /series shows them.
+        assert_eq!(s.delete(&sel(Some("mem x"), Some("fr ee"), &[])), 1);
+        assert_eq!(s.delete(&sel(None, None, &[("host", "a"), ("dc", "y")])), 0);
+        assert_eq!(s.delete(&sel(None, Some("idle"), &[])), 2);
+        assert_eq!((s.series_count(), s.group_count()), (0, 0));
+    }
+
+    #[test]
+    fn snapshots_keep_last_write_times_and_old_ones_load_at_load_time() {
+        let mut s = SeriesStore::new(100);
+        s.apply(&at(
+            1000,
+            &[("a", 1, &[("x", V::F(1.0)), ("y", V::S("s"))])],
+        ));
+        s.apply(&at(2000, &[("b", 2, &[("x", V::I(3))])]));
+        let mut v2 = Vec::new();
+        s.encode_into(&mut v2);
+        let d = SeriesStore::decode(&v2, 100).expect("format 2");
+        assert_eq!(dump(&s), dump(&d));
+        assert_eq!(field(&d, "a", "y").last_write_unix(), 1000);
+        assert_eq!(field(&d, "b", "x").last_write_unix(), 2000);
+        // Format 1: no last-write times; every series counts as written at load.
+        let mut v1 = Vec::new();
+        s.encode_format(&mut v1, StoreFormat::V1);
+        assert_eq!(v1.len() + 3 * 4, v2.len());
+        let d = SeriesStore::decode_v1(&v1, 100, 5000).expect("format 1");
+        assert_eq!(field(&d, "a", "x").last_write_unix(), 5000);
+        assert_eq!(field(&d, "b", "x").count(), 1);
+        assert_eq!(d.series_count(), 3);
+        assert!(
+            SeriesStore::decode(&v1, 100).is_err(),
+            "formats are not confused"
+        );
+    }
+
     /// Every aggregate of a store, bitwise, in key order (for exactness checks).
-    type Dumped = (Vec<u8>, Vec<u8>, u64, [u64; 3], i64, String);
+    type Dumped = (Vec<u8>, Vec<u8>, u64, [u64; 3], i64, String, u32);
 
     fn dump(s: &SeriesStore) -> Vec<Dumped> {
         let mut out: Vec<_> = s
@@ -994,6 +1294,7 @@ mod tests {
                         [f.sum, f.min, f.max].map(f64::to_bits),
                         f.last_timestamp_ns(),
                         format!("{:?}", f.last()),
+                        f.last_write_unix(),
                     )
                 })
             })

@@ -59,6 +59,10 @@ pub struct Batch {
     pub arena: Vec<u8>,
     pub points: Vec<PointRec>,
     pub fields: Vec<FieldRec>,
+    /// When the write was received (wall clock, seconds since the Unix epoch): the
+    /// last-write time of every series it touches, for `--series-ttl`. Not part of
+    /// [`Batch::encode_into`]'s format; set by whoever builds or decodes the batch.
+    pub received_s: u32,
 }
 
 impl Batch {
@@ -212,10 +216,12 @@ impl Batch {
             }
             points.push(p);
         }
+        // Kind-1 records do not hold the receive time: the caller sets it.
         Ok(Batch {
             arena,
             points,
             fields,
+            received_s: 0,
         })
     }
 }

@@ -10,9 +10,15 @@
 //! log thread queues the batch once it is durable ([`Pipeline::push_logged`]), with its
 //! LSN, and the aggregator records the LSN of the last batch it applied together with the
 //! store (under the same lock), so a snapshot knows exactly which records it covers.
+//!
+//! The aggregator thread also owns the series lifecycle (`lifecycle.rs`): it applies a
+//! `DELETE /series` in queue order (behind every write acknowledged before it) and answers
+//! the waiting request, and between batches it runs the `--series-ttl` sweep, a bounded
+//! slice of the store per tick.
 
 pub mod aggregator;
 pub mod batch;
+pub mod lifecycle;
 pub mod line_protocol;
 pub mod queue;
 pub mod write;
@@ -21,10 +27,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 pub use aggregator::SeriesStore;
 pub use batch::Batch;
-pub use queue::{Queue, Queued, Refused};
+pub use queue::{Item, Queue, Queued, Refused};
+
+use lifecycle::{DeleteJob, DeleteReply, ExpirySchedule, Selector};
 
 use crate::log_limit::SharedLogLimiter;
 use crate::stats::{QueueGauges, Stats, bump};
@@ -38,6 +47,8 @@ pub struct Pipeline {
     stats: Arc<Stats>,
     aggregator: Mutex<Option<JoinHandle<()>>>,
     warn_full: SharedLogLimiter,
+    /// `--series-ttl` (zero: off).
+    series_ttl: Duration,
 }
 
 /// What the final drain did, for the shutdown summary.
@@ -52,9 +63,10 @@ impl Pipeline {
     pub fn start(
         capacity: usize,
         max_series: usize,
+        series_ttl: Duration,
         stats: Arc<Stats>,
     ) -> std::io::Result<Arc<Pipeline>> {
-        Pipeline::start_from(SeriesStore::new(max_series), 0, capacity, stats)
+        Pipeline::start_from(SeriesStore::new(max_series), 0, capacity, series_ttl, stats)
     }
 
     /// Starts from aggregates recovered at start-up, which include the log up to
@@ -63,6 +75,7 @@ impl Pipeline {
         store: SeriesStore,
         applied_lsn: u64,
         capacity: usize,
+        series_ttl: Duration,
         stats: Arc<Stats>,
     ) -> std::io::Result<Arc<Pipeline>> {
         let pl = &stats.pipeline;
@@ -75,6 +88,7 @@ impl Pipeline {
             stats,
             aggregator: Mutex::new(None),
             warn_full: SharedLogLimiter::new(std::time::Duration::from_secs(10)),
+            series_ttl,
         });
         let p = Arc::clone(&pipeline);
         let handle = std::thread::Builder::new()
@@ -106,6 +120,25 @@ impl Pipeline {
     pub fn push_logged(&self, batch: Batch, lsn: u64) {
         bump(&self.stats.pipeline.points_queued, batch.len() as u64);
         self.queue.push_reserved(batch, lsn);
+    }
+
+    /// A logged delete, in LSN order (from the log thread, like [`Pipeline::push_logged`]).
+    pub fn push_logged_delete(&self, job: DeleteJob, lsn: u64) {
+        self.queue.push_logged_delete(job, lsn);
+    }
+
+    /// `DELETE /series` without the log (`--memory-only`): queued behind every write
+    /// acknowledged so far, applied by the aggregator, and waited for (until `deadline`).
+    /// Returns the number of series removed, or `None` if the pipeline is shutting down or
+    /// the deadline passed.
+    pub fn delete(&self, selector: Selector, deadline: Instant) -> Option<u64> {
+        let reply = Arc::new(DeleteReply::default());
+        let job = DeleteJob {
+            selector,
+            reply: Some(Arc::clone(&reply)),
+        };
+        self.queue.try_push_delete(job).ok()?;
+        reply.wait(deadline)
     }
 
     /// Gives back the room of a reserved write whose append failed.
@@ -167,16 +200,43 @@ impl Pipeline {
 
     fn aggregate_until_closed(&self) {
         let mut batches: Vec<Queued> = Vec::with_capacity(APPLY_CHUNK);
-        while self.queue.pop_into(&mut batches, APPLY_CHUNK) {
+        let mut expiry = ExpirySchedule::new(self.series_ttl, Instant::now());
+        while self.queue.pop_into_until(
+            &mut batches,
+            APPLY_CHUNK,
+            expiry.as_ref().map(|e| e.next_tick),
+        ) {
+            if let Some(e) = &mut expiry
+                && e.due(Instant::now())
+            {
+                self.expire_step(e);
+            }
+            if batches.is_empty() {
+                continue;
+            }
             let mut applied = 0usize;
             let mut dropped = 0u64;
+            let mut deleted = 0u64;
+            // Answered once the counters say so too (no allocation without a delete).
+            let mut replies: Vec<(Arc<DeleteReply>, u64)> = Vec::new();
             let (series, collisions) = {
                 let mut store = lock(&self.store);
                 let mut last_lsn = 0;
-                for (b, lsn) in &batches {
-                    let outcome = store.apply(b);
-                    applied += b.len();
-                    dropped += outcome.points_dropped_series_limit;
+                for (item, lsn) in &batches {
+                    match item {
+                        Item::Write(b) => {
+                            let outcome = store.apply(b);
+                            applied += b.len();
+                            dropped += outcome.points_dropped_series_limit;
+                        }
+                        Item::Delete(job) => {
+                            let n = store.delete(&job.selector);
+                            deleted += n;
+                            if let Some(reply) = &job.reply {
+                                replies.push((Arc::clone(reply), n));
+                            }
+                        }
+                    }
                     last_lsn = last_lsn.max(*lsn);
                 }
                 if last_lsn > 0 {
@@ -189,12 +249,32 @@ impl Pipeline {
             pl.series.store(series, Relaxed);
             pl.label_collisions.store(collisions, Relaxed);
             bump(&pl.points_dropped_series_limit, dropped);
+            bump(&pl.series_deleted, deleted);
             // Counted before the queue room is released, so a reader that sees the room
             // free also sees the points counted.
             bump(&pl.points_aggregated, applied as u64);
             self.queue.release(applied);
+            for (reply, n) in replies {
+                reply.complete(n);
+            }
             // Batches own their arenas; dropping them here frees the memory on this thread.
             batches.clear();
+        }
+    }
+
+    /// One tick of the `--series-ttl` sweep: a slice of the store, under its lock.
+    fn expire_step(&self, e: &mut ExpirySchedule) {
+        let now_s = lifecycle::unix_s(SystemTime::now());
+        let (expired, series) = {
+            let mut store = lock(&self.store);
+            let visit = e.slice(store.buckets());
+            let n = store.expire_step(now_s, e.ttl_s, &mut e.cursor, visit);
+            (n, store.series_count() as u64)
+        };
+        if expired > 0 {
+            let pl = &self.stats.pipeline;
+            pl.series.store(series, Relaxed);
+            bump(&pl.series_expired, expired);
         }
     }
 }

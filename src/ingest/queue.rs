@@ -11,12 +11,15 @@
 //! thread [`Queue::push_reserved`]s the batch into that room once it is durable, with its
 //! log sequence number; a failed append [`Queue::unreserve`]s it. Each queued batch
 //! carries its LSN (0 when there is no log), so the aggregator knows which log records
-//! the aggregates cover.
+//! the aggregates cover. A `DELETE /series` travels the same queue as an [`Item::Delete`]
+//! (zero points), so it is applied after every write queued before it.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use super::batch::Batch;
+use super::lifecycle::DeleteJob;
 
 pub struct Queue {
     inner: Mutex<Inner>,
@@ -24,8 +27,25 @@ pub struct Queue {
     capacity: usize,
 }
 
-/// A queued batch and the log record it came from (0: not logged).
-pub type Queued = (Batch, u64);
+/// What the aggregator applies, in queue order.
+#[derive(Debug)]
+pub enum Item {
+    Write(Batch),
+    Delete(DeleteJob),
+}
+
+impl Item {
+    /// Points it holds against the capacity.
+    pub fn points(&self) -> usize {
+        match self {
+            Item::Write(b) => b.len(),
+            Item::Delete(_) => 0,
+        }
+    }
+}
+
+/// A queued item and the log record it came from (0: not logged).
+pub type Queued = (Item, u64);
 
 struct Inner {
     batches: VecDeque<Queued>,
@@ -78,7 +98,7 @@ impl Queue {
                 return Err((Refused::Full, batch));
             }
             q.points += n;
-            q.batches.push_back((batch, 0));
+            q.batches.push_back((Item::Write(batch), 0));
             std::mem::take(&mut q.consumer_waiting)
         };
         if wake {
@@ -105,9 +125,35 @@ impl Queue {
     /// refused: the room is there, and a logged batch must reach the aggregates (the
     /// server closes the queue only after the log).
     pub fn push_reserved(&self, batch: Batch, lsn: u64) {
+        self.push_item(Item::Write(batch), lsn);
+    }
+
+    /// Queues a logged delete (never refused, like [`Queue::push_reserved`]).
+    pub fn push_logged_delete(&self, job: DeleteJob, lsn: u64) {
+        self.push_item(Item::Delete(job), lsn);
+    }
+
+    /// Queues a delete that is not logged (`--memory-only`), behind every write queued
+    /// before it; refused only once the queue is closed.
+    pub fn try_push_delete(&self, job: DeleteJob) -> Result<(), Refused> {
         let wake = {
             let mut q = lock(&self.inner);
-            q.batches.push_back((batch, lsn));
+            if q.closed {
+                return Err(Refused::Closed);
+            }
+            q.batches.push_back((Item::Delete(job), 0));
+            std::mem::take(&mut q.consumer_waiting)
+        };
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    fn push_item(&self, item: Item, lsn: u64) {
+        let wake = {
+            let mut q = lock(&self.inner);
+            q.batches.push_back((item, lsn));
             std::mem::take(&mut q.consumer_waiting)
         };
         if wake {
@@ -123,6 +169,17 @@ impl Queue {
     /// Moves up to `max` batches into `out`, waiting while the queue is empty. Returns
     /// `false` once the queue is closed and empty (the consumer should stop).
     pub fn pop_into(&self, out: &mut Vec<Queued>, max: usize) -> bool {
+        self.pop_into_until(out, max, None)
+    }
+
+    /// [`Queue::pop_into`] that waits no later than `deadline` (when given): then it
+    /// returns `true` with nothing moved, so the consumer can do timed work.
+    pub fn pop_into_until(
+        &self,
+        out: &mut Vec<Queued>,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> bool {
         let mut q = lock(&self.inner);
         loop {
             if !q.batches.is_empty() {
@@ -134,7 +191,20 @@ impl Queue {
                 return false;
             }
             q.consumer_waiting = true;
-            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+            match deadline {
+                None => q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        q.consumer_waiting = false;
+                        return true;
+                    }
+                    q = self
+                        .ready
+                        .wait_timeout(q, left)
+                        .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+                }
+            }
         }
     }
 
@@ -224,7 +294,7 @@ mod tests {
         assert_eq!(q.depth(), 6, "pushing into reserved room takes no more");
         let mut out = Vec::new();
         assert!(q.pop_into(&mut out, 10));
-        assert_eq!((out[0].0.len(), out[0].1), (6, 7));
+        assert_eq!((out[0].0.points(), out[0].1), (6, 7));
         q.release(6);
         assert_eq!(q.depth(), 0);
         // A failed append gives its room back.
@@ -245,6 +315,37 @@ mod tests {
         assert!(q.pop_into(&mut out, 10));
         assert_eq!(out.len(), 1);
         assert!(!q.pop_into(&mut out, 10));
+    }
+
+    #[test]
+    fn a_delete_is_ordered_behind_earlier_writes_and_takes_no_room() {
+        let q = Queue::new(2);
+        q.try_push(batch(2)).unwrap();
+        let job = || DeleteJob {
+            selector: Default::default(),
+            reply: None,
+        };
+        q.try_push_delete(job()).unwrap();
+        q.push_logged_delete(job(), 9);
+        assert_eq!(q.depth(), 2);
+        let mut out = Vec::new();
+        assert!(q.pop_into(&mut out, 10));
+        assert!(matches!(out[0].0, Item::Write(_)));
+        assert!(matches!(out[1].0, Item::Delete(_)));
+        assert_eq!(out[2].1, 9);
+        q.close();
+        assert_eq!(q.try_push_delete(job()), Err(Refused::Closed));
+    }
+
+    #[test]
+    fn a_timed_pop_returns_empty_at_its_deadline() {
+        let q = Queue::new(2);
+        let mut out = Vec::new();
+        let deadline = Instant::now() + std::time::Duration::from_millis(20);
+        assert!(q.pop_into_until(&mut out, 10, Some(deadline)));
+        assert!(out.is_empty() && Instant::now() >= deadline);
+        q.close();
+        assert!(!q.pop_into_until(&mut out, 10, Some(deadline)));
     }
 
     #[test]

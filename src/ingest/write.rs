@@ -404,6 +404,7 @@ fn build_batch(
         arena: Vec::with_capacity(body.len() + body.len() / 4),
         points: Vec::with_capacity(body.len() / 64),
         fields: Vec::with_capacity(body.len() / 24),
+        received_s: super::lifecycle::unix_s_of_ns(now_ns),
     };
     batch.arena.extend_from_slice(body);
     let mut escaped_db = Vec::new();

@@ -1,15 +1,19 @@
 //! `GET /series`: parsing of its query string into a [`SeriesFilter`] and the JSON listing
-//! of the matching series with their aggregates.
+//! of the matching series with their aggregates; and the stricter grammar of
+//! `DELETE /series` ([`delete_selector`]).
 //!
 //! Owns the query grammar (`measurement=`, `field=`, repeatable `tag=KEY:VALUE`, `limit=`,
 //! percent-decoding with `+` as space, unknown parameters ignored), exact matching against
 //! unescaped names, the deterministic order (measurement, then tags, then field) and the
-//! JSON shape including `truncated`.
+//! JSON shape including `truncated`. A delete must never select more than was meant, so its
+//! grammar refuses what a read forgives: no filter, an empty one, a repeated
+//! `measurement=`/`field=`, `limit=` and any unknown parameter.
 
 use std::borrow::Cow;
 use std::io::Write;
 
 use crate::ingest::aggregator::{FieldAgg, GroupView, LastValue, SeriesStore};
+use crate::ingest::lifecycle::{Selector, group_matches};
 
 /// Series listed when the query has no `limit`.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -115,17 +119,70 @@ impl SeriesFilter {
     }
 
     fn matches_group(&self, view: &GroupView<'_>) -> bool {
-        if let Some(m) = &self.measurement
-            && *view.measurement != *m.as_bytes()
-        {
-            return false;
-        }
-        self.tags.iter().all(|(k, v)| {
-            view.tags
-                .iter()
-                .any(|(tk, tv)| **tk == *k.as_bytes() && **tv == *v.as_bytes())
-        })
+        group_matches(
+            self.measurement.as_deref(),
+            &self.tags,
+            &view.measurement,
+            &view.tags,
+        )
     }
+}
+
+/// Parses the query string of `DELETE /series` into what it deletes: the filters of
+/// `GET /series` (same decoding and matching), at least one of them, none empty,
+/// `measurement=` and `field=` at most once each. `limit=` is refused (a delete is never
+/// partial), as is any other parameter but the v1 credentials `u=`/`p=`: a misspelt filter
+/// must never widen a delete. The error is the `400` message.
+pub fn delete_selector(query: &str) -> Result<Selector, String> {
+    let query = query.strip_prefix('?').unwrap_or(query);
+    let mut sel = Selector::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode(name)?;
+        let once = |slot: &mut Option<String>, v: String| {
+            if v.is_empty() {
+                return Err(format!("empty {name}= filter: a delete needs a value"));
+            }
+            if slot.replace(v).is_some() {
+                return Err(format!("{name}= given twice"));
+            }
+            Ok(())
+        };
+        match name.as_str() {
+            "measurement" => once(&mut sel.measurement, decode(value)?)?,
+            "field" => once(&mut sel.field, decode(value)?)?,
+            "tag" => {
+                let v = decode(value)?;
+                match v.split_once(':') {
+                    Some((k, v)) if !k.is_empty() && !v.is_empty() => {
+                        sel.tags.push((k.to_owned(), v.to_owned()))
+                    }
+                    _ => {
+                        return Err(format!(
+                            "tag filter {v:?} is not KEY:VALUE (both non-empty)"
+                        ));
+                    }
+                }
+            }
+            "u" | "p" => {}
+            "limit" => return Err(
+                "limit= does not apply to DELETE /series (a delete removes every matching series)"
+                    .into(),
+            ),
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?}: DELETE /series takes measurement=, field= and tag=KEY:VALUE"
+                ));
+            }
+        }
+    }
+    if sel.is_empty() {
+        return Err(
+            "DELETE /series needs at least one filter (measurement=, field= or tag=KEY:VALUE)"
+                .into(),
+        );
+    }
+    Ok(sel)
 }
 
 fn write_str(out: &mut Vec<u8>, bytes: &[u8]) {

@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::ingest::Batch;
+use crate::ingest::lifecycle::DeleteJob;
 use crate::log_limit::LogLimiter;
 
 use super::file::{Fs, SegmentFile};
@@ -77,6 +78,11 @@ pub trait Sink: Send + 'static {
     type Ticket: Send + 'static;
     /// A logged batch, in LSN order, before the group's [`Sink::complete`].
     fn apply(&mut self, lsn: Lsn, batch: Batch);
+    /// A logged delete (kind 4), in LSN order with the batches. By default dropped (a sink
+    /// that keeps no aggregates).
+    fn apply_delete(&mut self, lsn: Lsn, job: DeleteJob) {
+        let _ = (lsn, job);
+    }
     /// Every append of one group, in LSN order. Drain it; wake the reactor once.
     fn complete(&mut self, group: &mut Vec<Completion<Self::Ticket>>);
 }
@@ -91,7 +97,9 @@ pub struct Closed<T> {
 struct Append<T> {
     ticket: T,
     record: Encoded,
+    /// Empty for a delete.
     batch: Batch,
+    delete: Option<DeleteJob>,
 }
 
 struct Pending<T> {
@@ -250,16 +258,37 @@ impl<T: Send + 'static> Log<T> {
         record: Encoded,
         batch: Batch,
     ) -> Result<(), Closed<T>> {
+        self.push(Append {
+            ticket,
+            record,
+            batch,
+            delete: None,
+        })
+    }
+
+    /// Queues a `DELETE /series` as a kind-4 record (the encoded selector), numbered after
+    /// every append queued before it; once written it goes to [`Sink::apply_delete`] in
+    /// LSN order with the batches around it.
+    pub fn append_delete(&self, ticket: T, job: DeleteJob) -> Result<(), Closed<T>> {
+        let record = Encoded::new(Kind::Delete, &job.selector.encode());
+        self.push(Append {
+            ticket,
+            record,
+            batch: Batch::default(),
+            delete: Some(job),
+        })
+    }
+
+    fn push(&self, append: Append<T>) -> Result<(), Closed<T>> {
         let wake = {
             let mut p = lock(&self.shared.pending);
             if p.closed {
-                return Err(Closed { ticket, batch });
+                return Err(Closed {
+                    ticket: append.ticket,
+                    batch: append.batch,
+                });
             }
-            p.appends.push(Append {
-                ticket,
-                record,
-                batch,
-            });
+            p.appends.push(append);
             std::mem::take(&mut p.log_waiting)
         };
         // Only a sleeping log thread needs the futex wake; a busy one picks this up next.
@@ -372,7 +401,10 @@ fn commit<T, S, F>(
             for (i, a) in group.drain(..).enumerate() {
                 let lsn = first + i as u64;
                 let points = a.batch.len();
-                sink.apply(lsn, a.batch);
+                match a.delete {
+                    Some(job) => sink.apply_delete(lsn, job),
+                    None => sink.apply(lsn, a.batch),
+                }
                 done.push(Completion {
                     ticket: a.ticket,
                     points,

@@ -38,6 +38,10 @@ pub enum Kind {
     /// Kind 2 with its body LZ4-compressed on the worker: the `WriteSource` head, the
     /// body's length (u32), then the body as one LZ4 block.
     WriteBodyLz4 = 3,
+    /// A `DELETE /series`: the encoded `ingest::lifecycle::Selector`. Replay removes the
+    /// matching series at this point of the log, so a series deleted here never comes back
+    /// from the writes before it; writes after it start fresh series.
+    Delete = 4,
 }
 
 impl Kind {
@@ -46,6 +50,7 @@ impl Kind {
             1 => Some(Kind::Write),
             2 => Some(Kind::WriteBody),
             3 => Some(Kind::WriteBodyLz4),
+            4 => Some(Kind::Delete),
             _ => None,
         }
     }

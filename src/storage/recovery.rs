@@ -12,7 +12,11 @@
 //! A write logged as its source and body (kind 2, or kind 3 with the body LZ4-compressed)
 //! is rebuilt into the batch the worker built (`ingest::write::rebuild`, `rebuild_lz4`,
 //! which refuses a block that does not give exactly its declared size); one logged as its batch (kind 1, older logs) is
-//! decoded.
+//! decoded. Replay keeps each series' last-write time for `--series-ttl`: the logged
+//! receive time of kinds 2 and 3; kind 1 does not hold one, so its series count as
+//! written at replay time (they live one more TTL). A delete (kind 4) removes the matching
+//! series at its place in the log. The caller runs one expiry pass over the result before
+//! the server listens.
 
 use std::fmt;
 use std::fs::OpenOptions;
@@ -21,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use crate::ingest::lifecycle::Selector;
 use crate::ingest::write::{self, IngestScratch};
 use crate::ingest::{Batch, SeriesStore};
 
@@ -58,6 +63,8 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Damaged stretches and undecodable records skipped (not counting a torn tail).
     pub corrupt_records: u64,
+    /// Series removed by delete records replayed.
+    pub series_deleted: u64,
     /// Intact records of a kind this version does not know, skipped.
     pub unknown_records: u64,
     /// Bytes cut from the end of the log.
@@ -128,10 +135,12 @@ pub fn recover(
     };
     let mut applied_lsn = snap_lsn;
     let mut scratch = IngestScratch::default();
+    let replay_s = crate::ingest::lifecycle::unix_s(std::time::SystemTime::now());
     let outcome = replay(wal_dir, snap_lsn, true, |rec| {
         match Kind::from_byte(rec.kind) {
             Some(Kind::Write) => {
-                let batch = Batch::decode(rec.payload).map_err(|e| e.to_string())?;
+                let mut batch = Batch::decode(rec.payload).map_err(|e| e.to_string())?;
+                batch.received_s = replay_s;
                 report.points += batch.len() as u64;
                 store.apply(&batch);
             }
@@ -144,6 +153,10 @@ pub fn recover(
                 let batch = write::rebuild_lz4(&mut scratch, rec.payload)?;
                 report.points += batch.len() as u64;
                 store.apply(&batch);
+            }
+            Some(Kind::Delete) => {
+                let selector = Selector::decode(rec.payload)?;
+                report.series_deleted += store.delete(&selector);
             }
             None => {
                 report.unknown_records += 1;

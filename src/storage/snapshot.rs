@@ -1,9 +1,11 @@
 //! Snapshots of the aggregates: `DIR/snapshots/snapshot-<LSN, 20 digits>.snap`, each the
 //! whole [`SeriesStore`] plus the LSN of the last log record it includes.
 //!
-//! Format: `magic "MSSNAP\0\1" | lsn u64 | created_unix u64 | body_len u64 | body |
+//! Format: `magic "MSSNAP\0\2" | lsn u64 | created_unix u64 | body_len u64 | body |
 //! crc32 u32` (little-endian; the CRC-32 covers everything before it; the body is
-//! [`SeriesStore::encode_into`]). Written to a `.tmp` name, `fsync`ed, renamed into place,
+//! [`SeriesStore::encode_into`], which holds each series' last-write time). Version 1
+//! (`"MSSNAP\0\1"`, no last-write times) still loads: its series count as written at
+//! load time. Written to a `.tmp` name, `fsync`ed, renamed into place,
 //! and the directory `fsync`ed, so a crash at any moment leaves either the previous set of
 //! snapshots or the new one, never a half-written file under a snapshot name. The two
 //! newest are kept, so a damaged newest one still leaves one to start from. Encoding (under
@@ -19,7 +21,9 @@ use crate::ingest::SeriesStore;
 use super::file::sync_dir;
 use super::record::Lsn;
 
-const MAGIC: &[u8; 8] = b"MSSNAP\x00\x01";
+const MAGIC: &[u8; 8] = b"MSSNAP\x00\x02";
+/// Version 1: the same without last-write times.
+const MAGIC_V1: &[u8; 8] = b"MSSNAP\x00\x01";
 const PREFIX: &str = "snapshot-";
 const SUFFIX: &str = ".snap";
 const HEAD: usize = 8 + 8 + 8 + 8;
@@ -72,7 +76,8 @@ pub fn decode(bytes: &[u8], max_series: usize) -> Result<Decoded, String> {
             bytes.len()
         ));
     }
-    if &bytes[..8] != MAGIC {
+    let v1 = &bytes[..8] == MAGIC_V1;
+    if &bytes[..8] != MAGIC && !v1 {
         return Err("not a snapshot (bad magic)".into());
     }
     let (data, crc) = bytes.split_at(bytes.len() - 4);
@@ -89,7 +94,14 @@ pub fn decode(bytes: &[u8], max_series: usize) -> Result<Decoded, String> {
     if body_len != (data.len() - HEAD) as u64 {
         return Err("body length does not match the file".into());
     }
-    let store = SeriesStore::decode(&data[HEAD..], max_series).map_err(|e| e.to_string())?;
+    let body = &data[HEAD..];
+    let store = if v1 {
+        let load_s = crate::ingest::lifecycle::unix_s(std::time::SystemTime::now());
+        SeriesStore::decode_v1(body, max_series, load_s)
+    } else {
+        SeriesStore::decode(body, max_series)
+    }
+    .map_err(|e| e.to_string())?;
     Ok(Decoded {
         lsn,
         created_unix,
@@ -226,6 +238,47 @@ mod tests {
         assert_eq!(parse_name(&name(5)), Some(5));
         assert_eq!(parse_name("snapshot-00000000000000000005.snap.tmp"), None);
         assert_eq!(parse_name("snapshot-5.snap"), None);
+    }
+
+    #[test]
+    fn a_version_1_snapshot_still_loads_with_last_write_at_load_time() {
+        let mut store = SeriesStore::new(10);
+        let mut b = crate::ingest::Batch::default();
+        let key = b.push_bytes(b"m,host=a");
+        let name = b.push_bytes(b"v");
+        b.fields.push(crate::ingest::batch::FieldRec {
+            name,
+            value: crate::ingest::batch::Value::Float(1.5),
+        });
+        b.points.push(crate::ingest::batch::PointRec {
+            key,
+            timestamp_ns: 7,
+            fields_start: 0,
+            fields_len: 1,
+        });
+        b.received_s = 1000;
+        store.apply(&b);
+        let mut bytes = MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&9u64.to_le_bytes());
+        bytes.extend_from_slice(&1234u64.to_le_bytes());
+        let mut body = Vec::new();
+        store.encode_v1_into(&mut body);
+        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let before = crate::ingest::lifecycle::unix_s(std::time::SystemTime::now());
+        let d = decode(&bytes, 10).expect("version 1 loads");
+        assert_eq!(
+            (d.lsn, d.created_unix, d.store.series_count()),
+            (9, 1234, 1)
+        );
+        let g = d.store.groups().next().expect("the series");
+        assert!(g.fields[0].last_write_unix() >= before);
+        // The current version keeps the time written.
+        let d = decode(&encode(&store, 9, 1234), 10).expect("version 2");
+        let g = d.store.groups().next().expect("the series");
+        assert_eq!(g.fields[0].last_write_unix(), 1000);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! by PID. Every wait here is bounded in time.
 #![allow(dead_code)]
 
+pub mod receivers;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
