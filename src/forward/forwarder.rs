@@ -241,8 +241,10 @@ impl Forwarder {
         self.values >= FORWARD_ROUND_VALUES || self.bytes >= (self.s.max_backlog / 2).max(1)
     }
 
-    /// Reads committed records until a round is full or a second has passed since the
-    /// first of it. `false` to stop (shutdown, nothing more to send).
+    /// Reads committed records until a round is full, a second has passed since the first
+    /// of it, or the reader has caught up while no round is in flight (a round is only
+    /// held back to fill while the lanes are busy). `false` to stop (shutdown, nothing more
+    /// to send).
     fn gather(&mut self) -> bool {
         loop {
             if self.s.stop.deadline_passed() {
@@ -268,6 +270,11 @@ impl Forwarder {
             }
             if !caught_up && self.reader.next_lsn() > before {
                 continue; // more is committed than one pass read
+            }
+            if caught_up && !self.gathered.is_empty() && self.in_flight.is_empty() {
+                // Nothing more to read and every lane idle: waiting for a fuller round
+                // would only delay these points (the last of a burst, or a trickle).
+                return true;
             }
             // Wake at least every 100 ms while rounds are in flight, to move the cursor.
             let mut wait = match waited {
