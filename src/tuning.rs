@@ -79,11 +79,29 @@ pub const LARGE_BODY_START: usize = 192 * 1024;
 /// a client that sends but never reads cannot make the server buffer without bound.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 
+// ----- request handlers (routes.rs) -----------------------------------------------------
+
+/// A serving thread keeps its response-body buffer between requests up to this capacity;
+/// a bigger one (a `/metrics` or `/series` of a large store) is freed before the next
+/// request, so one big read does not pin its size in every worker.
+pub const KEEP_BODY_CAPACITY: usize = 1 << 20;
+
 // ----- the aggregator (ingest/mod.rs) ----------------------------------------------------
 
 /// Batches applied per store-lock acquisition: enough to amortise the lock, few enough
 /// that a `/metrics` reader waits at most a few milliseconds.
 pub const APPLY_CHUNK: usize = 16;
+
+/// Series groups a `/metrics` or `/series` read copies out per acquisition of the store
+/// lock: a few milliseconds of work at most (about 1 µs a group), so the aggregator, and
+/// the writes queued behind it, wait for one slice of a big read, never for all of it.
+pub const READ_SLICE_GROUPS: usize = 4096;
+
+/// Times a sliced read starts over because the store was resized under it, before it takes
+/// the lock for the whole of its next attempt. A resize needs the store to grow by half
+/// or double, so a read rarely starts over even once; the bound keeps a store growing
+/// fast from starving a reader.
+pub const READ_RESTARTS: u32 = 2;
 
 // ----- the write log (storage/) --------------------------------------------------------
 

@@ -6,6 +6,10 @@
 //! `/series` take to read. On shutdown the queue is closed and drained completely before
 //! the thread exits: every point acknowledged with `204` ends up in the aggregates.
 //!
+//! Readers (`/metrics`, `/series`) take that mutex once per slice of
+//! [`READ_SLICE_GROUPS`] series groups ([`Pipeline::read_sliced`]) and copy out what they
+//! render, so the aggregator never waits for a whole render.
+//!
 //! With the write log (the default), a worker only [`Pipeline::reserve`]s queue room; the
 //! log thread queues the batch once it is durable ([`Pipeline::push_logged`]), with its
 //! LSN, and the aggregator records the LSN of the last batch it applied together with the
@@ -23,12 +27,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 pub use aggregator::SeriesStore;
+use aggregator::{GroupView, ReadCursor, Slice};
 pub use batch::Batch;
 pub use queue::{Queue, Queued, Refused};
 
 use crate::log_limit::SharedLogLimiter;
 use crate::stats::{QueueGauges, Stats, bump};
-use crate::tuning::APPLY_CHUNK;
+use crate::tuning::{APPLY_CHUNK, READ_RESTARTS, READ_SLICE_GROUPS};
+
+/// A reader of the store in slices ([`Pipeline::read_sliced`]): it copies what it needs
+/// out of each group, since the lock is released between slices.
+pub trait GroupSink {
+    /// One series group, seen with the store locked.
+    fn group(&mut self, view: GroupView<'_>);
+    /// The store was resized mid-read: forget every group seen so far.
+    fn restart(&mut self);
+}
 
 pub struct Pipeline {
     queue: Queue,
@@ -136,9 +150,39 @@ impl Pipeline {
         f(&store, self.applied_lsn.load(Relaxed))
     }
 
-    /// Read access to the aggregates (for `/metrics` and `/series`).
+    /// The whole store locked (tests, and readers that need one instant).
     pub fn store(&self) -> MutexGuard<'_, SeriesStore> {
         lock(&self.store)
+    }
+
+    /// Hands every series group to `sink`, taking the store lock once per slice of
+    /// [`READ_SLICE_GROUPS`] groups, so batches are applied between slices.
+    ///
+    /// What a reader sees: every group that exists for the whole read, exactly once; a
+    /// group created or removed during the read, once or not at all; never one twice. Each
+    /// group's fields are seen together, as of one moment, but two groups may be seen at
+    /// different moments (a batch applied mid-read shows in the groups of later slices
+    /// only). If the store is resized mid-read the sink restarts; after
+    /// [`READ_RESTARTS`] restarts the rest of the read holds the lock throughout.
+    pub fn read_sliced(&self, sink: &mut impl GroupSink) {
+        let mut cursor = ReadCursor::default();
+        let mut restarts = 0;
+        loop {
+            let store = lock(&self.store);
+            let slice = if restarts < READ_RESTARTS {
+                READ_SLICE_GROUPS
+            } else {
+                usize::MAX
+            };
+            match store.read_slice(&mut cursor, slice, |g| sink.group(g)) {
+                Slice::Done => return,
+                Slice::More => {}
+                Slice::Moved => {
+                    restarts += 1;
+                    sink.restart();
+                }
+            }
+        }
     }
 
     pub fn queue_depth(&self) -> usize {
