@@ -12,13 +12,20 @@ its last byte, prints its size, and samples the server's VmRSS every 2 ms while 
 small write (`lat,w=1 v=1`) every 1/rate seconds on one keep-alive connection, open loop:
 each write's latency is measured from when it was *due*, so a stall shows up in every write
 that was due during it; with `--reader PATH` another connection reads PATH in a loop the
-whole time. Prints p50/p99/p999/max and how many writes were not answered 204.
+whole time; with `--flood` a third connection posts 10,000-point bodies back to back (the
+same 10,000 series over and over), to see whether the queue fills while a read holds up
+the aggregator (its 503s are counted). Prints p50/p99/p999/max and how many writes were
+not answered 204. With `--visible`, after each 204 it also polls `/stats` until the
+write is counted in `points_aggregated` (applied to the store, so `/metrics` can show it)
+and reports that delay too, from when the write was due: the aggregator waits for the
+store lock, a write's 204 does not.
 
 Standard library only; every loop is bounded by a count or a deadline.
 """
 
 import argparse
 import http.client
+import json
 import sys
 import threading
 import time
@@ -115,6 +122,22 @@ def latency(args):
             reads[0] += 1
             reads[1] += time.monotonic() - t0
 
+    flood = [0, 0]
+
+    def flooder():
+        c = conn(args.target)
+        body = "".join(f"flood,host=f{i} v=1\n" for i in range(10_000)).encode()
+        deadline = time.monotonic() + args.seconds + 600
+        while not stop.is_set() and time.monotonic() < deadline:
+            c.request("POST", "/write", body=body)
+            r = c.getresponse()
+            r.read()
+            flood[0 if r.status == 204 else 1] += 1
+
+    fl = None
+    if args.flood:
+        fl = threading.Thread(target=flooder)
+        fl.start()
     th = None
     if args.reader:
         th = threading.Thread(target=reader)
@@ -124,7 +147,16 @@ def latency(args):
     interval = 1.0 / args.rate
     total = int(args.seconds * args.rate)
     lat = []
+    vis = []
     bad = 0
+    sc = conn(args.target)
+
+    def aggregated():
+        sc.request("GET", "/stats")
+        r = sc.getresponse()
+        return json.loads(r.read())["points_aggregated"]
+
+    base = aggregated() if args.visible else 0
     start = time.monotonic()
     for i in range(total):
         due = start + i * interval
@@ -137,9 +169,15 @@ def latency(args):
         if r.status != 204:
             bad += 1
         lat.append(time.monotonic() - due)
+        if args.visible:
+            deadline = time.monotonic() + 60
+            while aggregated() < base + i + 1 and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            vis.append(time.monotonic() - due)
     stop.set()
-    if th:
-        th.join()
+    for t in (th, fl):
+        if t:
+            t.join()
     lat.sort()
     ms = lambda x: f"{x * 1e3:.2f}"
     print(
@@ -147,7 +185,14 @@ def latency(args):
         f"{' (gzip)' if args.gzip else ''}: p50 {ms(pct(lat, 50))} ms, p99 {ms(pct(lat, 99))} ms, "
         f"p999 {ms(pct(lat, 99.9))} ms, max {ms(lat[-1])} ms, not 204: {bad}; "
         f"reads {reads[0]}, mean {ms(reads[1] / max(reads[0], 1))} ms"
+        + (f"; flood bodies 204: {flood[0]}, refused: {flood[1]}" if args.flood else "")
     )
+    if vis:
+        vis.sort()
+        print(
+            f"  applied to the store: p50 {ms(pct(vis, 50))} ms, p99 {ms(pct(vis, 99))} ms, "
+            f"p999 {ms(pct(vis, 99.9))} ms, max {ms(vis[-1])} ms"
+        )
 
 
 def main():
@@ -163,6 +208,8 @@ def main():
     p.add_argument("--reader")
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--rate", type=float, default=50)
+    p.add_argument("--flood", action="store_true")
+    p.add_argument("--visible", action="store_true")
     args = p.parse_args()
     {"load": load, "render": render, "latency": latency}[args.mode](args)
 

@@ -162,6 +162,9 @@ pub struct SeriesRender<'f> {
     /// Series matching the filter, counted over every group (for `truncated`).
     matched: usize,
     groups: Vec<OwnedGroup>,
+    /// After a cut to `limit` groups, the last of them in order: a group ordered after
+    /// it cannot be listed, and is counted without being copied.
+    last_kept: Option<usize>,
 }
 
 fn by_order(a: &OwnedGroup, b: &OwnedGroup) -> std::cmp::Ordering {
@@ -171,12 +174,21 @@ fn by_order(a: &OwnedGroup, b: &OwnedGroup) -> std::cmp::Ordering {
         .then_with(|| a.key.cmp(&b.key))
 }
 
+/// [`by_order`] of a group still in the store against one copied out.
+fn view_order(a: &GroupView<'_>, b: &OwnedGroup) -> std::cmp::Ordering {
+    (*a.measurement)
+        .cmp(&*b.measurement)
+        .then_with(|| a.tags.as_slice().cmp(b.tags.as_slice()))
+        .then_with(|| a.key.cmp(&b.key))
+}
+
 impl<'f> SeriesRender<'f> {
     pub fn new(filter: &'f SeriesFilter) -> SeriesRender<'f> {
         SeriesRender {
             filter,
             matched: 0,
             groups: Vec::new(),
+            last_kept: None,
         }
     }
 
@@ -197,6 +209,8 @@ impl<'f> SeriesRender<'f> {
                 self.groups.select_nth_unstable_by(limit - 1, by_order);
             }
             self.groups.truncate(limit);
+            self.last_kept =
+                (0..self.groups.len()).max_by(|&a, &b| by_order(&self.groups[a], &self.groups[b]));
         }
     }
 }
@@ -206,16 +220,22 @@ impl GroupSink for SeriesRender<'_> {
         if !self.filter.matches_group(&view) {
             return;
         }
+        let n = view.fields.iter().filter(|f| self.field_matches(f)).count();
+        self.matched += n;
+        if n == 0 {
+            return;
+        }
+        if let Some(last) = self.last_kept
+            && view_order(&view, &self.groups[last]).is_gt()
+        {
+            return;
+        }
         let fields: Vec<FieldAgg> = view
             .fields
             .iter()
             .filter(|f| self.field_matches(f))
             .cloned()
             .collect();
-        if fields.is_empty() {
-            return;
-        }
-        self.matched += fields.len();
         self.groups.push(OwnedGroup {
             key: view.key.into(),
             measurement: view.measurement.as_ref().into(),
@@ -235,6 +255,7 @@ impl GroupSink for SeriesRender<'_> {
     fn restart(&mut self) {
         self.matched = 0;
         self.groups.clear();
+        self.last_kept = None;
     }
 }
 
@@ -503,6 +524,43 @@ mod tests {
         assert_eq!(v["series"].as_array().map(Vec::len), Some(2));
         let v = query(&s, "measurement=cp");
         assert_eq!(v, json!({"series": [], "truncated": false}));
+    }
+
+    /// More groups than one cut-back holds ([`READ_SLICE_GROUPS`]): the first `limit`
+    /// series are the same as in a listing without a limit, whatever the limit.
+    #[test]
+    fn limits_on_a_store_bigger_than_a_slice() {
+        let n = READ_SLICE_GROUPS * 3 + 17;
+        let keys: Vec<String> = (0..n)
+            .map(|i| format!("m{},i={}", i % 3, (i * 7919) % n))
+            .collect();
+        let mut s = SeriesStore::new(usize::MAX);
+        for (i, k) in keys.iter().enumerate() {
+            let fields: &[(&str, V<'_>)] = if i % 5 == 0 {
+                &[("f", V::I(1)), ("g", V::I(2))]
+            } else {
+                &[("f", V::I(1))]
+            };
+            s.apply(&batch(&[(k.as_str(), 1, fields)]));
+        }
+        let all = idents(&query(&s, &format!("limit={}", n * 2)));
+        for limit in [
+            0,
+            1,
+            5,
+            1000,
+            READ_SLICE_GROUPS,
+            2 * READ_SLICE_GROUPS + 1,
+            n * 2,
+        ] {
+            let v = query(&s, &format!("limit={limit}"));
+            let want = &all[..limit.min(all.len())];
+            assert_eq!(idents(&v), want, "limit {limit}");
+            assert_eq!(v["truncated"], json!(limit < all.len()), "limit {limit}");
+        }
+        let g = query(&s, "field=g&limit=10");
+        assert_eq!(idents(&g).len(), 10);
+        assert!(idents(&g).iter().all(|i| i.ends_with(" g")));
     }
 
     #[test]
