@@ -64,6 +64,11 @@ pub const MAX_CHUNK: usize = 64;
 /// write) does not hold back the answers to the quick ones taken with it.
 pub const PUBLISH_EVERY: Duration = Duration::from_micros(500);
 
+/// A job that ran this long (a big `/metrics` or `/series` read) makes its worker give the
+/// rest of its share back to the queue, so requests taken with it are not held up for the
+/// next slow one. Ordinary requests take microseconds; a big read, hundreds of ms.
+pub const SLOW_JOB: Duration = Duration::from_millis(2);
+
 // ----- reading into connection buffers (net/connection.rs) --------------------------------
 
 /// Spare capacity from which reads go straight into `input` instead of through scratch.
@@ -102,6 +107,10 @@ pub const READ_SLICE_GROUPS: usize = 4096;
 /// or double, so a read rarely starts over even once; the bound keeps a store growing
 /// fast from starving a reader.
 pub const READ_RESTARTS: u32 = 2;
+
+/// Longest a sliced read waits between two slices for a waiting aggregator to take the
+/// store lock (it applies a chunk in well under this); bounded so a reader always goes on.
+pub const READ_YIELD_MAX: Duration = Duration::from_millis(20);
 
 // ----- the write log (storage/) --------------------------------------------------------
 

@@ -21,10 +21,11 @@ pub mod line_protocol;
 pub mod queue;
 pub mod write;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 pub use aggregator::SeriesStore;
 use aggregator::{GroupView, ReadCursor, Slice};
@@ -33,7 +34,7 @@ pub use queue::{Queue, Queued, Refused};
 
 use crate::log_limit::SharedLogLimiter;
 use crate::stats::{QueueGauges, Stats, bump};
-use crate::tuning::{APPLY_CHUNK, READ_RESTARTS, READ_SLICE_GROUPS};
+use crate::tuning::{APPLY_CHUNK, READ_RESTARTS, READ_SLICE_GROUPS, READ_YIELD_MAX};
 
 /// A reader of the store in slices ([`Pipeline::read_sliced`]): it copies what it needs
 /// out of each group, since the lock is released between slices.
@@ -49,6 +50,8 @@ pub struct Pipeline {
     store: Mutex<SeriesStore>,
     /// LSN of the last logged batch applied to `store`; written with the store locked.
     applied_lsn: AtomicU64,
+    /// The aggregator is waiting for the store lock: a sliced read lets it in first.
+    apply_waiting: AtomicBool,
     stats: Arc<Stats>,
     aggregator: Mutex<Option<JoinHandle<()>>>,
     warn_full: SharedLogLimiter,
@@ -86,6 +89,7 @@ impl Pipeline {
             queue: Queue::new(capacity),
             store: Mutex::new(store),
             applied_lsn: AtomicU64::new(applied_lsn),
+            apply_waiting: AtomicBool::new(false),
             stats,
             aggregator: Mutex::new(None),
             warn_full: SharedLogLimiter::new(std::time::Duration::from_secs(10)),
@@ -182,6 +186,13 @@ impl Pipeline {
                     sink.restart();
                 }
             }
+            drop(store);
+            // std's mutex is not fair: re-locked at once, it would go to this thread again
+            // and again while the aggregator sleeps on it. Let a waiting aggregator in.
+            let deadline = Instant::now() + READ_YIELD_MAX;
+            while self.apply_waiting.load(Relaxed) && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
         }
     }
 
@@ -215,7 +226,9 @@ impl Pipeline {
             let mut applied = 0usize;
             let mut dropped = 0u64;
             let (series, collisions) = {
+                self.apply_waiting.store(true, Relaxed);
                 let mut store = lock(&self.store);
+                self.apply_waiting.store(false, Relaxed);
                 let mut last_lsn = 0;
                 for (b, lsn) in &batches {
                     let outcome = store.apply(b);
