@@ -22,6 +22,7 @@ use crate::ingest::write::{self, WriteError, WriteSource};
 use crate::log_limit::SharedLogLimiter;
 use crate::read::series::SeriesFilter;
 use crate::stats::bump;
+use crate::tuning::KEEP_BODY_CAPACITY;
 
 /// A complete request as handlers see it.
 pub struct Request<'a> {
@@ -227,6 +228,11 @@ impl Service for App {
         head: &RequestHead<'_>,
         body: &[u8],
     ) -> Reply {
+        if local.body.capacity() > KEEP_BODY_CAPACITY {
+            // The last answer was a big read: give its buffer back rather than pin it to
+            // this thread for good.
+            local.body = Vec::new();
+        }
         local.body.clear();
         (route(route_id).handler)(self, local, &Request { head, body })
     }
@@ -361,11 +367,30 @@ fn stats(app: &App, local: &mut Local, _: &Request<'_>) -> Reply {
     Reply::with_body(200, JSON)
 }
 
-fn metrics(app: &App, local: &mut Local, _: &Request<'_>) -> Reply {
+/// `GET /metrics`: the exposition, gzip-encoded when `Accept-Encoding` prefers it (as
+/// Prometheus always asks), with `Vary: Accept-Encoding` either way. The store is read
+/// in slices (writes go on meanwhile) and the text goes through the encoder in pieces, so
+/// the plain text of a gzip answer is never held whole.
+fn metrics(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
+    use crate::read::exposition::MetricsRender;
     let families = crate::stats::own_families(&app.stats, &app.info, &app.pipeline);
-    let store = app.pipeline.store();
-    crate::read::exposition::render_metrics(&store, &families, &mut local.body);
-    Reply::with_body(200, PROMETHEUS)
+    let mut render = MetricsRender::new();
+    app.pipeline.read_sliced(&mut render);
+    let mut reply = Reply::with_body(200, PROMETHEUS);
+    reply.headers.push(("Vary", b"Accept-Encoding".to_vec()));
+    let body = &mut local.body;
+    if req.head.accept_encoding.prefers_gzip() {
+        // A scrape is compressed once and read once: the fast level.
+        let mut gz = flate2::write::GzEncoder::new(&mut *body, flate2::Compression::fast());
+        // Writing into a Vec cannot fail.
+        let _ = render
+            .finish(&families, &mut gz)
+            .and_then(|()| gz.try_finish());
+        reply.headers.push(("Content-Encoding", b"gzip".to_vec()));
+    } else {
+        let _ = render.finish(&families, body);
+    }
+    reply
 }
 
 fn series(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
@@ -374,8 +399,9 @@ fn series(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
     }
     match SeriesFilter::from_query(req.head.query) {
         Ok(filter) => {
-            let store = app.pipeline.store();
-            crate::read::series::render_series(&store, &filter, &mut local.body);
+            let mut render = crate::read::series::SeriesRender::new(&filter);
+            app.pipeline.read_sliced(&mut render);
+            render.finish(&mut local.body);
             Reply::with_body(200, JSON)
         }
         Err(message) => error_reply(Shape::V1, 400, &message, None, &mut local.body),

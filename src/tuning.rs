@@ -64,6 +64,11 @@ pub const MAX_CHUNK: usize = 64;
 /// write) does not hold back the answers to the quick ones taken with it.
 pub const PUBLISH_EVERY: Duration = Duration::from_micros(500);
 
+/// A job that ran this long (a big `/metrics` or `/series` read) makes its worker give the
+/// rest of its share back to the queue, so requests taken with it are not held up for the
+/// next slow one. Ordinary requests take microseconds; a big read, hundreds of ms.
+pub const SLOW_JOB: Duration = Duration::from_millis(2);
+
 // ----- reading into connection buffers (net/connection.rs) --------------------------------
 
 /// Spare capacity from which reads go straight into `input` instead of through scratch.
@@ -78,6 +83,13 @@ pub const LARGE_BODY_START: usize = 192 * 1024;
 /// Past this much pending output, stop answering pipelined requests until it is written:
 /// a client that sends but never reads cannot make the server buffer without bound.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+// ----- request handlers (routes.rs) -----------------------------------------------------
+
+/// A serving thread keeps its response-body buffer between requests up to this capacity;
+/// a bigger one (a `/metrics` or `/series` of a large store) is freed before the next
+/// request, so one big read does not pin its size in every worker.
+pub const KEEP_BODY_CAPACITY: usize = 1 << 20;
 
 // ----- the aggregator (ingest/mod.rs) ----------------------------------------------------
 
@@ -101,6 +113,21 @@ pub const EXPIRY_PASS_MAX: Duration = Duration::from_secs(60);
 /// Longest a `DELETE /series` waits for the log and the aggregator before it is answered
 /// `503` (a disk that stopped answering, or a shutdown under way).
 pub const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Series groups a `/metrics` or `/series` read copies out per acquisition of the store
+/// lock: a few milliseconds of work at most (about 1 µs a group), so the aggregator, and
+/// the writes queued behind it, wait for one slice of a big read, never for all of it.
+pub const READ_SLICE_GROUPS: usize = 4096;
+
+/// Times a sliced read starts over because the store was resized under it, before it takes
+/// the lock for the whole of its next attempt. A resize needs the store to grow by half
+/// or double, so a read rarely starts over even once; the bound keeps a store growing
+/// fast from starving a reader.
+pub const READ_RESTARTS: u32 = 2;
+
+/// Longest a sliced read waits between two slices for a waiting aggregator to take the
+/// store lock (it applies a chunk in well under this); bounded so a reader always goes on.
+pub const READ_YIELD_MAX: Duration = Duration::from_millis(20);
 
 // ----- the write log (storage/) --------------------------------------------------------
 

@@ -11,8 +11,11 @@
 //! names as they come (sanitised, not rewritten), so this test uses snake_case names that
 //! avoid those patterns; it is the format rules that it checks.
 
-use std::io::ErrorKind;
+mod common;
+
+use std::io::{ErrorKind, Read};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use metricstream::ingest::aggregator::SeriesStore;
 use metricstream::ingest::batch::{Batch, FieldRec, PointRec, Value};
@@ -233,6 +236,35 @@ fn promtool_accepts_the_servers_own_families() {
         1
     );
     promtool_check(&out, &text, "own");
+}
+
+/// A scrape of the real server as Prometheus makes it (`Accept-Encoding: gzip`), holding
+/// awkward names, decompressed and linted.
+#[test]
+fn promtool_accepts_a_gzip_scrape_of_the_server() {
+    let s = common::Server::start(&["--memory-only"]);
+    let body: &[u8] =
+        b"cpu.load-avg,data.center=eu-1,host\\ name=web\\ 01 short_term=0.25,long-term=1.5\n\
+temp,sensor=\"q\\\"uote\" celsius=21.5,ok=true,note=\"text\"\n\
+metricstream_probe,zone=a latency_seconds=0.003\n\
+m,a-b=1,a.b=2 v=1i\n";
+    let r = common::post(s.addr, "/write", body, "");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        s.stats()["points_aggregated"].as_u64() == Some(4)
+    }));
+    let gz = common::request(
+        s.addr,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("Content-Encoding"), Some("gzip"));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_string(&mut text)
+        .expect("a gzip body");
+    assert!(text.contains("cpu_load_avg_short_term{"), "{text}");
+    promtool_check(text.as_bytes(), &text, "server-gzip");
 }
 
 /// Runs `promtool check metrics` on `out`; skips with a notice when promtool is missing.

@@ -74,6 +74,74 @@ pub enum ContentEncoding {
     Unsupported,
 }
 
+/// What the request's `Accept-Encoding` headers say about gzip and identity (RFC 9110
+/// §12.5.3), as q-values in thousandths: `None` when a coding is not listed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcceptEncoding {
+    gzip: Option<u16>,
+    identity: Option<u16>,
+    any: Option<u16>,
+}
+
+impl AcceptEncoding {
+    /// Adds one header's list (`gzip;q=0.8, identity`); every header of a request adds to
+    /// the same set. An element whose `q` does not parse is ignored.
+    pub fn add(&mut self, value: &[u8]) {
+        for element in value.split(|&b| b == b',') {
+            let mut parts = element.split(|&b| b == b';');
+            let coding = trim(parts.next().unwrap_or_default());
+            let mut q = Some(1000);
+            for param in parts {
+                let param = trim(param);
+                if param.len() >= 2 && param[..2].eq_ignore_ascii_case(b"q=") {
+                    q = parse_qvalue(trim(&param[2..]));
+                }
+            }
+            let Some(q) = q else { continue };
+            let slot =
+                if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip") {
+                    &mut self.gzip
+                } else if coding.eq_ignore_ascii_case(b"identity") {
+                    &mut self.identity
+                } else if coding == b"*" {
+                    &mut self.any
+                } else {
+                    continue;
+                };
+            *slot = Some(slot.map_or(q, |old| old.max(q)));
+        }
+    }
+
+    /// Whether a response should be gzip-encoded: gzip is acceptable (listed, or covered by
+    /// `*`, with `q > 0`) and not less preferred than an identity the client listed (itself
+    /// or through `*`). No header, or gzip absent or at `q=0`, means no gzip.
+    pub fn prefers_gzip(&self) -> bool {
+        let gzip = self.gzip.or(self.any).unwrap_or(0);
+        let identity = self.identity.or(self.any).unwrap_or(0);
+        gzip > 0 && gzip >= identity
+    }
+}
+
+/// `0`, `0.5`, `1`, `1.000` (at most three decimals) as thousandths; `None` otherwise.
+fn parse_qvalue(v: &[u8]) -> Option<u16> {
+    let (int, frac) = match v.iter().position(|&b| b == b'.') {
+        Some(i) => (&v[..i], &v[i + 1..]),
+        None => (v, &b""[..]),
+    };
+    if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut thousandths = 0u16;
+    for i in 0..3 {
+        thousandths = thousandths * 10 + frac.get(i).map_or(0, |d| u16::from(d - b'0'));
+    }
+    match int {
+        b"0" => Some(thousandths),
+        b"1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
 /// A parsed request head, borrowing from the receive buffer.
 #[derive(Debug, Clone)]
 pub struct RequestHead<'a> {
@@ -93,6 +161,8 @@ pub struct RequestHead<'a> {
     pub content_encoding: ContentEncoding,
     pub content_type: Option<&'a [u8]>,
     pub authorization: Option<&'a [u8]>,
+    /// The `Accept-Encoding` headers, combined.
+    pub accept_encoding: AcceptEncoding,
     /// Bytes of request line + headers, including the blank line.
     pub head_len: usize,
 }
@@ -213,6 +283,7 @@ pub fn parse_head(
     let mut content_encoding = ContentEncoding::Identity;
     let mut content_type = None;
     let mut authorization = None;
+    let mut accept_encoding = AcceptEncoding::default();
     let mut hosts = 0;
 
     for h in req.headers.iter() {
@@ -266,6 +337,8 @@ pub fn parse_head(
             content_type = Some(value);
         } else if name.eq_ignore_ascii_case(b"authorization") {
             authorization = Some(value);
+        } else if name.eq_ignore_ascii_case(b"accept-encoding") {
+            accept_encoding.add(value);
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
             if hosts > 1 {
@@ -315,6 +388,7 @@ pub fn parse_head(
         content_encoding,
         content_type,
         authorization,
+        accept_encoding,
         head_len,
     }))
 }
@@ -375,6 +449,55 @@ mod tests {
 
     fn bad(s: &str) -> HeadError {
         head(s).unwrap_err()
+    }
+
+    fn gzip_for(values: &[&str]) -> bool {
+        let mut a = AcceptEncoding::default();
+        for v in values {
+            a.add(v.as_bytes());
+        }
+        a.prefers_gzip()
+    }
+
+    #[test]
+    fn accept_encoding_q_values() {
+        for yes in [
+            &["gzip"][..],
+            &["GZIP"],
+            &["x-gzip"],
+            &["gzip, deflate, br"],
+            &["deflate, gzip;q=1.0, *;q=0.5"],
+            &["gzip;q=0.5"],
+            &["*"],
+            &["identity;q=0.5, gzip"],
+            &["gzip;q=0.8, identity;q=0.8"],
+            &["br", "gzip"],
+            &["gzip ; q=0.001"],
+        ] {
+            assert!(gzip_for(yes), "{yes:?}");
+        }
+        for no in [
+            &[][..],
+            &[""],
+            &["identity"],
+            &["br, deflate"],
+            &["gzip;q=0"],
+            &["gzip;q=0.000"],
+            &["*;q=0"],
+            &["gzip;q=0, *"],
+            &["gzip;q=0.5, identity"],
+            &["gzip;q=0.5, *"],
+            &["gzip;q=2"],
+            &["gzip;q=0.1234"],
+            &["gzip;q=x"],
+            &["gzipx"],
+        ] {
+            assert!(!gzip_for(no), "{no:?}");
+        }
+        let h = ok("GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n");
+        assert!(h.accept_encoding.prefers_gzip());
+        let h = ok("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(!h.accept_encoding.prefers_gzip());
     }
 
     #[test]

@@ -216,6 +216,8 @@ pub struct SeriesStore {
     max_series: usize,
     series_count: usize,
     label_collisions: u64,
+    /// Bumped whenever groups may have moved between buckets (see [`ReadCursor`]).
+    relayouts: u64,
 }
 
 impl SeriesStore {
@@ -226,6 +228,7 @@ impl SeriesStore {
             max_series,
             series_count: 0,
             label_collisions: 0,
+            relayouts: 0,
         }
     }
 
@@ -260,6 +263,7 @@ impl SeriesStore {
                     };
                     let dropped = apply_fields(&mut group, fields, batch, ts, &mut limits);
                     if !group.fields.is_empty() {
+                        self.note_insert();
                         let hasher = &self.hasher;
                         self.table
                             .insert_unique(hash, group, |g| hasher.hash_one(&*g.key));
@@ -362,15 +366,85 @@ impl SeriesStore {
 
     /// Every group, in no particular order, with names unescaped for rendering.
     pub fn groups(&self) -> impl Iterator<Item = GroupView<'_>> + '_ {
-        self.table.iter().map(|g| {
-            let (measurement, tags) = parse_key(&g.key);
-            GroupView {
-                key: &g.key,
-                measurement,
-                tags,
-                fields: &g.fields,
+        self.table.iter().map(Group::view)
+    }
+}
+
+// ----- reading in slices ---------------------------------------------------------------------
+
+/// Where a read of the store in slices stands, between two lock acquisitions: the next
+/// bucket of the hash table to visit, and the table's layout when the read began.
+///
+/// Groups stay in their bucket until the table is resized or rehashed in place, which only
+/// an insert into a full table ([`SeriesStore::note_insert`]) or a shrink does; both are
+/// seen here (bucket count, relayout counter), and the read then starts over. So between
+/// two slices, a group present for the whole read is visited exactly once, and no group
+/// twice.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadCursor {
+    next_bucket: usize,
+    layout: Option<(usize, u64)>,
+}
+
+/// What [`SeriesStore::read_slice`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slice {
+    /// Groups remain past the cursor.
+    More,
+    /// Every bucket was visited.
+    Done,
+    /// Groups moved since the cursor's previous slice; nothing was visited and the cursor
+    /// is back at the start: discard what was gathered and read again.
+    Moved,
+}
+
+impl Group {
+    fn view(&self) -> GroupView<'_> {
+        let (measurement, tags) = parse_key(&self.key);
+        GroupView {
+            key: &self.key,
+            measurement,
+            tags,
+            fields: &self.fields,
+        }
+    }
+}
+
+impl SeriesStore {
+    /// Visits the groups of the next buckets after `cursor`, stopping after `max_groups`
+    /// groups, so a reader can release the lock between slices (see [`ReadCursor`]).
+    pub fn read_slice(
+        &self,
+        cursor: &mut ReadCursor,
+        max_groups: usize,
+        mut visit: impl FnMut(GroupView<'_>),
+    ) -> Slice {
+        let layout = (self.table.num_buckets(), self.relayouts);
+        if *cursor.layout.get_or_insert(layout) != layout {
+            *cursor = ReadCursor::default();
+            return Slice::Moved;
+        }
+        let mut visited = 0;
+        while cursor.next_bucket < layout.0 {
+            if visited == max_groups {
+                return Slice::More;
             }
-        })
+            if let Some(g) = self.table.get_bucket(cursor.next_bucket) {
+                visit(g.view());
+                visited += 1;
+            }
+            cursor.next_bucket += 1;
+        }
+        Slice::Done
+    }
+
+    /// Called before every insert: one into a full table resizes it or rehashes it in
+    /// place, and either moves groups between buckets. Whatever else moves groups (a
+    /// shrink) must bump `relayouts` too, or change the bucket count.
+    fn note_insert(&mut self) {
+        if self.table.len() == self.table.capacity() {
+            self.relayouts += 1;
+        }
     }
 }
 
@@ -548,6 +622,7 @@ impl SeriesStore {
                 fields,
                 dropped_labels,
             };
+            store.note_insert();
             let hasher = &store.hasher;
             store
                 .table
@@ -959,6 +1034,72 @@ mod tests {
         assert_eq!(f.max(), None);
         assert_eq!(f.last(), &LastValue::Str(b"longer string".to_vec().into()));
         assert_eq!(f.last_timestamp_ns(), 7);
+    }
+
+    fn add_series(s: &mut SeriesStore, i: usize) {
+        let key = format!("m,h={i}");
+        s.apply(&batch(&[(&key, 1, &[("v", V::F(1.0))])]));
+    }
+
+    /// Reads in slices of `slice` groups, adding `grow` series between slices, as
+    /// `Pipeline::read_sliced` does (the whole rest in one go after `READ_RESTARTS`
+    /// restarts); returns the keys seen by the attempt that finished, and how many
+    /// attempts started over.
+    fn sliced_read(s: &mut SeriesStore, slice: usize, grow: usize) -> (Vec<Vec<u8>>, usize) {
+        let mut seen = Vec::new();
+        let mut cursor = ReadCursor::default();
+        let mut restarts = 0;
+        let mut next = s.group_count() + 1_000_000;
+        for _ in 0..10_000 {
+            let n = if restarts < crate::tuning::READ_RESTARTS as usize {
+                slice
+            } else {
+                usize::MAX
+            };
+            match s.read_slice(&mut cursor, n, |g| seen.push(g.key.to_vec())) {
+                Slice::Done => return (seen, restarts),
+                Slice::More => {}
+                Slice::Moved => {
+                    restarts += 1;
+                    seen.clear();
+                }
+            }
+            for _ in 0..grow {
+                add_series(s, next);
+                next += 1;
+            }
+        }
+        panic!("a sliced read did not finish");
+    }
+
+    #[test]
+    fn sliced_reads_see_every_group_once_while_the_store_grows() {
+        for (slice, grow) in [(1, 0), (7, 0), (7, 1), (3, 2), (50, 40), (1000, 0)] {
+            let mut s = SeriesStore::new(usize::MAX);
+            for i in 0..300 {
+                add_series(&mut s, i);
+            }
+            let capacity = s.table.capacity();
+            let (seen, restarts) = sliced_read(&mut s, slice, grow);
+            let unique: std::collections::BTreeSet<&Vec<u8>> = seen.iter().collect();
+            assert_eq!(
+                unique.len(),
+                seen.len(),
+                "a group seen twice ({slice}, {grow})"
+            );
+            for i in 0..300 {
+                assert!(
+                    unique.contains(&format!("m,h={i}").into_bytes()),
+                    "series {i} missed ({slice}, {grow})"
+                );
+            }
+            if grow == 0 {
+                assert_eq!((seen.len(), restarts), (300, 0));
+            } else if s.group_count() > capacity {
+                // The table grew under the read, and the read started over.
+                assert!(restarts >= 1, "({slice}, {grow})");
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! `/series` take to read. On shutdown the queue is closed and drained completely before
 //! the thread exits: every point acknowledged with `204` ends up in the aggregates.
 //!
+//! Readers (`/metrics`, `/series`) take that mutex once per slice of
+//! [`READ_SLICE_GROUPS`] series groups ([`Pipeline::read_sliced`]) and copy out what they
+//! render, so the aggregator never waits for a whole render.
+//!
 //! With the write log (the default), a worker only [`Pipeline::reserve`]s queue room; the
 //! log thread queues the batch once it is durable ([`Pipeline::push_logged`]), with its
 //! LSN, and the aggregator records the LSN of the last batch it applied together with the
@@ -23,13 +27,14 @@ pub mod line_protocol;
 pub mod queue;
 pub mod write;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use aggregator::SeriesStore;
+use aggregator::{GroupView, ReadCursor, Slice};
 pub use batch::Batch;
 pub use queue::{Item, Queue, Queued, Refused};
 
@@ -37,13 +42,24 @@ use lifecycle::{DeleteJob, DeleteReply, ExpirySchedule, Selector};
 
 use crate::log_limit::SharedLogLimiter;
 use crate::stats::{QueueGauges, Stats, bump};
-use crate::tuning::APPLY_CHUNK;
+use crate::tuning::{APPLY_CHUNK, READ_RESTARTS, READ_SLICE_GROUPS, READ_YIELD_MAX};
+
+/// A reader of the store in slices ([`Pipeline::read_sliced`]): it copies what it needs
+/// out of each group, since the lock is released between slices.
+pub trait GroupSink {
+    /// One series group, seen with the store locked.
+    fn group(&mut self, view: GroupView<'_>);
+    /// The store was resized mid-read: forget every group seen so far.
+    fn restart(&mut self);
+}
 
 pub struct Pipeline {
     queue: Queue,
     store: Mutex<SeriesStore>,
     /// LSN of the last logged batch applied to `store`; written with the store locked.
     applied_lsn: AtomicU64,
+    /// The aggregator is waiting for the store lock: a sliced read lets it in first.
+    apply_waiting: AtomicBool,
     stats: Arc<Stats>,
     aggregator: Mutex<Option<JoinHandle<()>>>,
     warn_full: SharedLogLimiter,
@@ -85,6 +101,7 @@ impl Pipeline {
             queue: Queue::new(capacity),
             store: Mutex::new(store),
             applied_lsn: AtomicU64::new(applied_lsn),
+            apply_waiting: AtomicBool::new(false),
             stats,
             aggregator: Mutex::new(None),
             warn_full: SharedLogLimiter::new(std::time::Duration::from_secs(10)),
@@ -169,9 +186,46 @@ impl Pipeline {
         f(&store, self.applied_lsn.load(Relaxed))
     }
 
-    /// Read access to the aggregates (for `/metrics` and `/series`).
+    /// The whole store locked (tests, and readers that need one instant).
     pub fn store(&self) -> MutexGuard<'_, SeriesStore> {
         lock(&self.store)
+    }
+
+    /// Hands every series group to `sink`, taking the store lock once per slice of
+    /// [`READ_SLICE_GROUPS`] groups, so batches are applied between slices.
+    ///
+    /// What a reader sees: every group that exists for the whole read, exactly once; a
+    /// group created or removed during the read, once or not at all; never one twice. Each
+    /// group's fields are seen together, as of one moment, but two groups may be seen at
+    /// different moments (a batch applied mid-read shows in the groups of later slices
+    /// only). If the store is resized mid-read the sink restarts; after
+    /// [`READ_RESTARTS`] restarts the rest of the read holds the lock throughout.
+    pub fn read_sliced(&self, sink: &mut impl GroupSink) {
+        let mut cursor = ReadCursor::default();
+        let mut restarts = 0;
+        loop {
+            let store = lock(&self.store);
+            let slice = if restarts < READ_RESTARTS {
+                READ_SLICE_GROUPS
+            } else {
+                usize::MAX
+            };
+            match store.read_slice(&mut cursor, slice, |g| sink.group(g)) {
+                Slice::Done => return,
+                Slice::More => {}
+                Slice::Moved => {
+                    restarts += 1;
+                    sink.restart();
+                }
+            }
+            drop(store);
+            // std's mutex is not fair: re-locked at once, it would go to this thread again
+            // and again while the aggregator sleeps on it. Let a waiting aggregator in.
+            let deadline = Instant::now() + READ_YIELD_MAX;
+            while self.apply_waiting.load(Relaxed) && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+        }
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -220,7 +274,9 @@ impl Pipeline {
             // Answered once the counters say so too (no allocation without a delete).
             let mut replies: Vec<(Arc<DeleteReply>, u64)> = Vec::new();
             let (series, collisions) = {
+                self.apply_waiting.store(true, Relaxed);
                 let mut store = lock(&self.store);
+                self.apply_waiting.store(false, Relaxed);
                 let mut last_lsn = 0;
                 for (item, lsn) in &batches {
                     match item {

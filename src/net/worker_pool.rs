@@ -29,7 +29,7 @@ use crate::durable::{Ack, ConnTicket, DeferredWrite, LOG_UNAVAILABLE, Ticket};
 use crate::http::exchange::{self, Exchange, Progress};
 use crate::net::doorbell::Doorbell;
 use crate::stats::bump;
-use crate::tuning::{MAX_CHUNK, PUBLISH_EVERY};
+use crate::tuning::{MAX_CHUNK, PUBLISH_EVERY, SLOW_JOB};
 
 /// One connection's bytes on their way to a worker.
 pub struct Job {
@@ -216,8 +216,16 @@ fn worker_loop(shared: &Shared, instance: u32) {
         bump(&app.stats.requests.worker_jobs, jobs.len() as u64);
         local.set_time(SystemTime::now());
         let mut last_publish = Instant::now();
-        for job in jobs.drain(..) {
+        // Popped from the back: the share's first job first.
+        jobs.reverse();
+        while let Some(job) = jobs.pop() {
+            let started = Instant::now();
             finished.push(run_job(app, &mut local, job, &mut appends));
+            if !jobs.is_empty() && started.elapsed() >= SLOW_JOB {
+                // A slow job (a big read): the rest of the share must not wait for the
+                // next one too. Back to the front of the queue, for whoever is free first.
+                give_back(shared, &mut jobs);
+            }
             if last_publish.elapsed() >= PUBLISH_EVERY {
                 publish(shared, &mut finished, instance);
                 append_all(app, &mut appends);
@@ -228,6 +236,22 @@ fn worker_loop(shared: &Shared, instance: u32) {
         publish(shared, &mut finished, instance);
         // Only now: the completions of these jobs are published, so their acks come after.
         append_all(app, &mut appends);
+    }
+}
+
+/// Returns the jobs a worker took but has not started (`jobs`, last first) to the front of
+/// the queue, in their order, and wakes idle workers for them.
+fn give_back(shared: &Shared, jobs: &mut Vec<Job>) {
+    let n = jobs.len();
+    let to_wake = {
+        let mut q = lock(&shared.queue);
+        for job in jobs.drain(..) {
+            q.jobs.push_front(job);
+        }
+        q.idle_workers.min(n)
+    };
+    for _ in 0..to_wake {
+        shared.available.notify_one();
     }
 }
 

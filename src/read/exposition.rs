@@ -11,7 +11,8 @@ use std::io::Write;
 
 use hashbrown::HashMap;
 
-use crate::ingest::aggregator::{FieldAgg, GroupView, LastValue, SeriesStore, escaped_measurement};
+use crate::ingest::GroupSink;
+use crate::ingest::aggregator::{GroupView, LastValue, SeriesStore, escaped_measurement};
 use crate::names::{metric_name, resolve_labels};
 
 /// The server's own families are declared with its counters; re-exported for callers that
@@ -106,13 +107,31 @@ fn write_value(out: &mut Vec<u8>, value: Num) {
 }
 
 /// One exported sample before ordering: the ranks it sorts by, then what it renders.
-struct Entry<'a> {
+struct Entry {
     family_rank: u32,
     labels_rank: u32,
-    family: u32,
+    /// Index into [`MetricsRender::pairs`].
+    pair: u32,
+    /// Index into [`MetricsRender::groups`].
     group: u32,
-    field: &'a FieldAgg,
     value: Num,
+}
+
+/// One `(measurement, field)` of the store, as many series share it.
+struct Pair {
+    /// The family name it renders under (several pairs may share one).
+    family: String,
+    /// Unescaped measurement and field name: the HELP text and the tie-break of duplicates.
+    measurement: Box<[u8]>,
+    field: Box<[u8]>,
+}
+
+/// A group with something to export: its label text (`{a="x"}`, or nothing) and its
+/// series key, one after the other in [`MetricsRender::text`].
+struct GroupText {
+    start: usize,
+    labels_len: u32,
+    key_len: u32,
 }
 
 /// Sorts `0..len` under `cmp`; returns the order and each index's rank (equal items share
@@ -131,119 +150,185 @@ fn ranked(len: usize, cmp: impl Fn(usize, usize) -> std::cmp::Ordering) -> (Vec<
     (order, ranks)
 }
 
-/// Renders every numeric user series and then the server's own families.
-///
-/// User series are gauges holding `last` (booleans as 0/1, integers exactly, no sample
-/// timestamps); series whose `last` is a string, or a non-finite float, are not exported.
-/// Families are sorted by name; within a family samples are sorted by label set. When two
-/// series of one family end up with the same label set (e.g. measurements `a-b` and `a.b`
-/// with the same tags and field, or tag keys `a.b` / `a-b` on one measurement), only the
-/// one whose original (unescaped) measurement sorts first is kept; ties are broken by the
-/// original series key, then the original field name.
-pub fn render_metrics(store: &SeriesStore, own: &[OwnFamily<'_>], out: &mut Vec<u8>) {
-    // Groups with something to export, their label text (in one buffer), and interned
-    // family names (many series share a (measurement, field) pair: one name per pair).
-    let mut groups: Vec<GroupView<'_>> = Vec::with_capacity(store.group_count());
-    let mut label_text: Vec<u8> = Vec::new();
-    let mut label_spans: Vec<(usize, usize)> = Vec::with_capacity(store.group_count());
-    let mut family_ids: HashMap<(&[u8], &[u8]), u32> = HashMap::new();
-    let mut families: Vec<String> = Vec::new();
-    let mut entries: Vec<Entry<'_>> = Vec::with_capacity(store.series_count());
-    for view in store.groups() {
-        let group = groups.len() as u32;
+/// Output is handed to the writer in pieces of about this size, so a gzip encoder behind
+/// it never sees the whole plain text at once.
+const PIECE: usize = 64 * 1024;
+
+/// A `/metrics` render in two steps: [`GroupSink::group`] copies out of each series group
+/// what the exposition needs (label text, key, value: no aggregates, no borrowed names),
+/// so the store can be read in slices with its lock released between them
+/// ([`crate::ingest::Pipeline::read_sliced`]); [`MetricsRender::finish`] then orders
+/// everything and writes it, without the store.
+#[derive(Default)]
+pub struct MetricsRender {
+    /// `(measurement, field)` as escaped in the key, length-prefixed, -> index in `pairs`.
+    pair_ids: HashMap<Box<[u8]>, u32>,
+    pairs: Vec<Pair>,
+    text: Vec<u8>,
+    groups: Vec<GroupText>,
+    entries: Vec<Entry>,
+    scratch: Vec<u8>,
+}
+
+impl GroupSink for MetricsRender {
+    fn group(&mut self, view: GroupView<'_>) {
+        let group = self.groups.len() as u32;
         let measurement = escaped_measurement(view.key);
-        let before = entries.len();
+        let before = self.entries.len();
         for field in view.fields {
             let Some(value) = exported(field.last()) else {
                 continue;
             };
-            let family = *family_ids
-                .entry((measurement, field.escaped_name()))
-                .or_insert_with(|| {
-                    families.push(metric_name(&view.measurement, &field.name()));
-                    families.len() as u32 - 1
-                });
-            entries.push(Entry {
+            self.scratch.clear();
+            self.scratch
+                .extend_from_slice(&(measurement.len() as u32).to_le_bytes());
+            self.scratch.extend_from_slice(measurement);
+            self.scratch.extend_from_slice(field.escaped_name());
+            let pair = match self.pair_ids.get(&self.scratch[..]) {
+                Some(&id) => id,
+                None => {
+                    let id = self.pairs.len() as u32;
+                    let name = field.name();
+                    self.pairs.push(Pair {
+                        family: metric_name(&view.measurement, &name),
+                        measurement: view.measurement.as_ref().into(),
+                        field: name.as_ref().into(),
+                    });
+                    self.pair_ids.insert(self.scratch.as_slice().into(), id);
+                    id
+                }
+            };
+            self.entries.push(Entry {
                 family_rank: 0,
                 labels_rank: 0,
-                family,
+                pair,
                 group,
-                field,
                 value,
             });
         }
-        if entries.len() > before {
-            let start = label_text.len();
-            push_labels(&mut label_text, &view);
-            label_spans.push((start, label_text.len()));
-            groups.push(view);
+        if self.entries.len() > before {
+            let start = self.text.len();
+            push_labels(&mut self.text, &view);
+            let labels_len = (self.text.len() - start) as u32;
+            self.text.extend_from_slice(view.key);
+            self.groups.push(GroupText {
+                start,
+                labels_len,
+                key_len: view.key.len() as u32,
+            });
         }
     }
 
-    // Order: family name, then label set (both as integer ranks so the big sort stays
-    // cheap), then, only between duplicates of one (family, label set), original
-    // measurement, original key and original field name.
-    let (_, family_ranks) = ranked(families.len(), |a, b| families[a].cmp(&families[b]));
-    let labels_of = |g: usize| &label_text[label_spans[g].0..label_spans[g].1];
-    let (label_order, labels_ranks) = ranked(groups.len(), |a, b| labels_of(a).cmp(labels_of(b)));
-    // Label texts again, one per distinct label set, in rank order: the output loop then
-    // reads them sequentially within each family.
-    let mut sorted_labels: Vec<u8> = Vec::with_capacity(label_text.len());
-    let mut sorted_spans: Vec<(usize, usize)> = Vec::new();
-    for &g in &label_order {
-        if sorted_spans.len() as u32 == labels_ranks[g as usize] {
-            let start = sorted_labels.len();
-            sorted_labels.extend_from_slice(labels_of(g as usize));
-            sorted_spans.push((start, sorted_labels.len()));
-        }
+    fn restart(&mut self) {
+        *self = MetricsRender::default();
     }
-    for e in &mut entries {
-        e.family_rank = family_ranks[e.family as usize];
-        e.labels_rank = labels_ranks[e.group as usize];
-    }
-    entries.sort_unstable_by(|a, b| {
-        (a.family_rank, a.labels_rank)
-            .cmp(&(b.family_rank, b.labels_rank))
-            .then_with(|| {
-                let (ga, gb) = (&groups[a.group as usize], &groups[b.group as usize]);
-                ga.measurement
-                    .cmp(&gb.measurement)
-                    .then_with(|| ga.key.cmp(gb.key))
-                    .then_with(|| a.field.name().cmp(&b.field.name()))
-            })
-    });
-    // Keep the first (by the order above) of every (family, label set).
-    entries.dedup_by(|later, earlier| {
-        later.family_rank == earlier.family_rank && later.labels_rank == earlier.labels_rank
-    });
+}
 
-    out.reserve(sorted_labels.len() + entries.len() * 32);
-    let mut current = None;
-    for e in &entries {
-        let family = families[e.family as usize].as_str();
-        if current != Some(e.family_rank) {
-            current = Some(e.family_rank);
-            let _ = write!(out, "# HELP {family} Last value of field \"");
-            push_help(out, &String::from_utf8_lossy(&e.field.name()));
-            out.extend_from_slice(b"\" of measurement \"");
-            push_help(
-                out,
-                &String::from_utf8_lossy(&groups[e.group as usize].measurement),
-            );
-            out.extend_from_slice(b"\" (line protocol).\n");
-            let _ = writeln!(out, "# TYPE {family} gauge");
-        }
-        out.extend_from_slice(family.as_bytes());
-        let (start, end) = sorted_spans[e.labels_rank as usize];
-        out.extend_from_slice(&sorted_labels[start..end]);
-        out.push(b' ');
-        write_value(out, e.value);
-        out.push(b'\n');
+impl MetricsRender {
+    pub fn new() -> MetricsRender {
+        MetricsRender::default()
     }
 
-    for fam in own {
-        render_own(fam, out);
+    fn labels(&self, g: usize) -> &[u8] {
+        let t = &self.groups[g];
+        &self.text[t.start..t.start + t.labels_len as usize]
     }
+
+    fn key(&self, g: usize) -> &[u8] {
+        let t = &self.groups[g];
+        let start = t.start + t.labels_len as usize;
+        &self.text[start..start + t.key_len as usize]
+    }
+
+    /// Writes every numeric user series gathered, then the server's own families, to
+    /// `out` in pieces of about [`PIECE`] bytes.
+    ///
+    /// User series are gauges holding `last` (booleans as 0/1, integers exactly, no sample
+    /// timestamps); series whose `last` is a string, or a non-finite float, are not
+    /// exported. Families are sorted by name; within a family samples are sorted by label
+    /// set. When two series of one family end up with the same label set (e.g. measurements
+    /// `a-b` and `a.b` with the same tags and field, or tag keys `a.b` / `a-b` on one
+    /// measurement), only the one whose original (unescaped) measurement sorts first is
+    /// kept; ties are broken by the original series key, then the original field name.
+    pub fn finish(mut self, own: &[OwnFamily<'_>], out: &mut impl Write) -> std::io::Result<()> {
+        // Order: family name, then label set (both as integer ranks so the big sort stays
+        // cheap), then, only between duplicates of one (family, label set), original
+        // measurement, original key and original field name.
+        let (_, family_ranks) = ranked(self.pairs.len(), |a, b| {
+            self.pairs[a].family.cmp(&self.pairs[b].family)
+        });
+        let (label_order, labels_ranks) =
+            ranked(self.groups.len(), |a, b| self.labels(a).cmp(self.labels(b)));
+        // One group per distinct label set, in rank order: where its text is.
+        let mut rank_group: Vec<u32> = Vec::new();
+        for &g in &label_order {
+            if rank_group.len() as u32 == labels_ranks[g as usize] {
+                rank_group.push(g);
+            }
+        }
+        drop(label_order);
+        let mut entries = std::mem::take(&mut self.entries);
+        for e in &mut entries {
+            e.family_rank = family_ranks[e.pair as usize];
+            e.labels_rank = labels_ranks[e.group as usize];
+        }
+        drop(labels_ranks);
+        entries.sort_unstable_by(|a, b| {
+            (a.family_rank, a.labels_rank)
+                .cmp(&(b.family_rank, b.labels_rank))
+                .then_with(|| {
+                    let (pa, pb) = (&self.pairs[a.pair as usize], &self.pairs[b.pair as usize]);
+                    pa.measurement
+                        .cmp(&pb.measurement)
+                        .then_with(|| self.key(a.group as usize).cmp(self.key(b.group as usize)))
+                        .then_with(|| pa.field.cmp(&pb.field))
+                })
+        });
+        // Keep the first (by the order above) of every (family, label set).
+        entries.dedup_by(|later, earlier| {
+            later.family_rank == earlier.family_rank && later.labels_rank == earlier.labels_rank
+        });
+
+        let mut piece: Vec<u8> = Vec::with_capacity(PIECE + 4096);
+        let mut current = None;
+        for e in &entries {
+            let pair = &self.pairs[e.pair as usize];
+            let family = pair.family.as_str();
+            if current != Some(e.family_rank) {
+                current = Some(e.family_rank);
+                let _ = write!(piece, "# HELP {family} Last value of field \"");
+                push_help(&mut piece, &String::from_utf8_lossy(&pair.field));
+                piece.extend_from_slice(b"\" of measurement \"");
+                push_help(&mut piece, &String::from_utf8_lossy(&pair.measurement));
+                piece.extend_from_slice(b"\" (line protocol).\n");
+                let _ = writeln!(piece, "# TYPE {family} gauge");
+            }
+            piece.extend_from_slice(family.as_bytes());
+            piece.extend_from_slice(self.labels(rank_group[e.labels_rank as usize] as usize));
+            piece.push(b' ');
+            write_value(&mut piece, e.value);
+            piece.push(b'\n');
+            if piece.len() >= PIECE {
+                out.write_all(&piece)?;
+                piece.clear();
+            }
+        }
+        for fam in own {
+            render_own(fam, &mut piece);
+        }
+        out.write_all(&piece)
+    }
+}
+
+/// Renders every numeric user series of `store` and then the server's own families, as
+/// [`MetricsRender::finish`] describes, reading the store in one go.
+pub fn render_metrics(store: &SeriesStore, own: &[OwnFamily<'_>], out: &mut Vec<u8>) {
+    let mut render = MetricsRender::new();
+    for view in store.groups() {
+        render.group(view);
+    }
+    // Writing into a Vec cannot fail.
+    let _ = render.finish(own, out);
 }
 
 fn render_own(fam: &OwnFamily<'_>, out: &mut Vec<u8>) {

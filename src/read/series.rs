@@ -12,8 +12,10 @@
 use std::borrow::Cow;
 use std::io::Write;
 
-use crate::ingest::aggregator::{FieldAgg, GroupView, LastValue, SeriesStore};
+use crate::ingest::GroupSink;
+use crate::ingest::aggregator::{FieldAgg, GroupView, LastValue, SeriesStore, Tag};
 use crate::ingest::lifecycle::{Selector, group_matches};
+use crate::tuning::READ_SLICE_GROUPS;
 
 /// Series listed when the query has no `limit`.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -199,68 +201,165 @@ fn write_f64(out: &mut Vec<u8>, v: Option<f64>) {
     }
 }
 
+/// A group copied out of the store: what `/series` lists of it (only its matching
+/// fields).
+struct OwnedGroup {
+    key: Box<[u8]>,
+    measurement: Box<[u8]>,
+    tags: Vec<Tag<'static>>,
+    fields: Vec<FieldAgg>,
+}
+
+/// A `/series` read in two steps: [`GroupSink::group`] copies the matching groups out of
+/// the store (so it can be read in slices, its lock released between them), keeping only
+/// the first `limit` in the listing's order as it goes, so memory stays bounded by the
+/// limit, not the store; [`SeriesRender::finish`] writes the JSON.
+pub struct SeriesRender<'f> {
+    filter: &'f SeriesFilter,
+    /// Series matching the filter, counted over every group (for `truncated`).
+    matched: usize,
+    groups: Vec<OwnedGroup>,
+    /// After a cut to `limit` groups, the last of them in order: a group ordered after
+    /// it cannot be listed, and is counted without being copied.
+    last_kept: Option<usize>,
+}
+
+fn by_order(a: &OwnedGroup, b: &OwnedGroup) -> std::cmp::Ordering {
+    a.measurement
+        .cmp(&b.measurement)
+        .then_with(|| a.tags.cmp(&b.tags))
+        .then_with(|| a.key.cmp(&b.key))
+}
+
+/// [`by_order`] of a group still in the store against one copied out.
+fn view_order(a: &GroupView<'_>, b: &OwnedGroup) -> std::cmp::Ordering {
+    (*a.measurement)
+        .cmp(&*b.measurement)
+        .then_with(|| a.tags.as_slice().cmp(b.tags.as_slice()))
+        .then_with(|| a.key.cmp(&b.key))
+}
+
+impl<'f> SeriesRender<'f> {
+    pub fn new(filter: &'f SeriesFilter) -> SeriesRender<'f> {
+        SeriesRender {
+            filter,
+            matched: 0,
+            groups: Vec::new(),
+            last_kept: None,
+        }
+    }
+
+    fn field_matches(&self, f: &FieldAgg) -> bool {
+        self.filter
+            .field
+            .as_ref()
+            .is_none_or(|w| *f.name() == *w.as_bytes())
+    }
+
+    /// Keeps the first `limit` groups in the listing's order. Series of one group are
+    /// contiguous in the order and every kept group contributes at least one series, so
+    /// the first `limit` series lie in the first `limit` groups.
+    fn keep_first(&mut self) {
+        let limit = self.filter.limit;
+        if self.groups.len() > limit {
+            if limit > 0 {
+                self.groups.select_nth_unstable_by(limit - 1, by_order);
+            }
+            self.groups.truncate(limit);
+            self.last_kept =
+                (0..self.groups.len()).max_by(|&a, &b| by_order(&self.groups[a], &self.groups[b]));
+        }
+    }
+}
+
+impl GroupSink for SeriesRender<'_> {
+    fn group(&mut self, view: GroupView<'_>) {
+        if !self.filter.matches_group(&view) {
+            return;
+        }
+        let n = view.fields.iter().filter(|f| self.field_matches(f)).count();
+        self.matched += n;
+        if n == 0 {
+            return;
+        }
+        if let Some(last) = self.last_kept
+            && view_order(&view, &self.groups[last]).is_gt()
+        {
+            return;
+        }
+        let fields: Vec<FieldAgg> = view
+            .fields
+            .iter()
+            .filter(|f| self.field_matches(f))
+            .cloned()
+            .collect();
+        self.groups.push(OwnedGroup {
+            key: view.key.into(),
+            measurement: view.measurement.as_ref().into(),
+            tags: view
+                .tags
+                .iter()
+                .map(|(k, v)| (Cow::Owned(k.to_vec()), Cow::Owned(v.to_vec())))
+                .collect(),
+            fields,
+        });
+        // Amortised: cut back to `limit` once twice as many (and a slice's worth) are held.
+        if self.groups.len() >= self.filter.limit.saturating_mul(2).max(READ_SLICE_GROUPS) {
+            self.keep_first();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.matched = 0;
+        self.groups.clear();
+        self.last_kept = None;
+    }
+}
+
 /// Writes `{"series":[…],"truncated":…}` for the series matching `filter`, sorted by
 /// measurement, then tags (as a sequence of `(key, value)` pairs), then field, all
 /// compared as unescaped bytes. Names are lossy UTF-8; `sum`/`min`/`max` are `null` for a
 /// series that never saw a numeric value (and for a non-finite figure, which JSON cannot
 /// hold); `last` keeps its type (integer, float, boolean or string). When a key repeats a
-/// tag key, the `tags` object lists the first occurrence only.
+/// tag key, the `tags` object lists the first occurrence only. Reads the store in one go.
 pub fn render_series(store: &SeriesStore, filter: &SeriesFilter, out: &mut Vec<u8>) {
-    let field_matches = |f: &FieldAgg| {
-        filter
-            .field
-            .as_ref()
-            .is_none_or(|w| *f.name() == *w.as_bytes())
-    };
-    // Groups with at least one matching series, and how many series match in all.
-    let mut matched = 0usize;
-    let mut groups: Vec<GroupView<'_>> = store
-        .groups()
-        .filter(|g| {
-            if !filter.matches_group(g) {
-                return false;
-            }
-            let n = g.fields.iter().filter(|f| field_matches(f)).count();
-            matched += n;
-            n > 0
-        })
-        .collect();
-    let truncated = matched > filter.limit;
-    // Series of one group are contiguous in the order, and every kept group contributes at
-    // least one series, so the first `limit` series lie in the first `limit` groups: select
-    // those, sort only them, and sort each group's few fields on the way out.
-    let by_order = |a: &GroupView<'_>, b: &GroupView<'_>| {
-        a.measurement
-            .cmp(&b.measurement)
-            .then_with(|| a.tags.cmp(&b.tags))
-            .then_with(|| a.key.cmp(b.key))
-    };
-    if groups.len() > filter.limit {
-        if filter.limit > 0 {
-            groups.select_nth_unstable_by(filter.limit - 1, by_order);
-        }
-        groups.truncate(filter.limit);
+    let mut render = SeriesRender::new(filter);
+    for view in store.groups() {
+        render.group(view);
     }
-    groups.sort_unstable_by(by_order);
-    let mut entries: Vec<(&GroupView<'_>, Cow<'_, [u8]>, &FieldAgg)> = Vec::new();
-    let mut fields: Vec<(Cow<'_, [u8]>, &FieldAgg)> = Vec::new();
-    'groups: for g in &groups {
-        fields.clear();
-        fields.extend(
-            g.fields
-                .iter()
-                .filter(|f| field_matches(f))
-                .map(|f| (f.name(), f)),
-        );
-        fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (name, f) in fields.drain(..) {
-            if entries.len() == filter.limit {
-                break 'groups;
-            }
-            entries.push((g, name, f));
-        }
-    }
+    render.finish(out);
+}
 
+impl SeriesRender<'_> {
+    /// Writes the listing of the groups gathered (see [`render_series`]).
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        let truncated = self.matched > self.filter.limit;
+        self.keep_first();
+        self.groups.sort_unstable_by(by_order);
+        let limit = self.filter.limit;
+        let mut entries: Vec<(&OwnedGroup, Cow<'_, [u8]>, &FieldAgg)> = Vec::new();
+        let mut fields: Vec<(Cow<'_, [u8]>, &FieldAgg)> = Vec::new();
+        'groups: for g in &self.groups {
+            fields.clear();
+            fields.extend(g.fields.iter().map(|f| (f.name(), f)));
+            fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (name, f) in fields.drain(..) {
+                if entries.len() == limit {
+                    break 'groups;
+                }
+                entries.push((g, name, f));
+            }
+        }
+        write_listing(&entries, truncated, out);
+    }
+}
+
+/// The JSON of the listed series.
+fn write_listing(
+    entries: &[(&OwnedGroup, Cow<'_, [u8]>, &FieldAgg)],
+    truncated: bool,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"{\"series\":[");
     for (n, (g, name, f)) in entries.iter().enumerate() {
         if n > 0 {
@@ -482,6 +581,43 @@ mod tests {
         assert_eq!(v["series"].as_array().map(Vec::len), Some(2));
         let v = query(&s, "measurement=cp");
         assert_eq!(v, json!({"series": [], "truncated": false}));
+    }
+
+    /// More groups than one cut-back holds ([`READ_SLICE_GROUPS`]): the first `limit`
+    /// series are the same as in a listing without a limit, whatever the limit.
+    #[test]
+    fn limits_on_a_store_bigger_than_a_slice() {
+        let n = READ_SLICE_GROUPS * 3 + 17;
+        let keys: Vec<String> = (0..n)
+            .map(|i| format!("m{},i={}", i % 3, (i * 7919) % n))
+            .collect();
+        let mut s = SeriesStore::new(usize::MAX);
+        for (i, k) in keys.iter().enumerate() {
+            let fields: &[(&str, V<'_>)] = if i % 5 == 0 {
+                &[("f", V::I(1)), ("g", V::I(2))]
+            } else {
+                &[("f", V::I(1))]
+            };
+            s.apply(&batch(&[(k.as_str(), 1, fields)]));
+        }
+        let all = idents(&query(&s, &format!("limit={}", n * 2)));
+        for limit in [
+            0,
+            1,
+            5,
+            1000,
+            READ_SLICE_GROUPS,
+            2 * READ_SLICE_GROUPS + 1,
+            n * 2,
+        ] {
+            let v = query(&s, &format!("limit={limit}"));
+            let want = &all[..limit.min(all.len())];
+            assert_eq!(idents(&v), want, "limit {limit}");
+            assert_eq!(v["truncated"], json!(limit < all.len()), "limit {limit}");
+        }
+        let g = query(&s, "field=g&limit=10");
+        assert_eq!(idents(&g).len(), 10);
+        assert!(idents(&g).iter().all(|i| i.ends_with(" g")));
     }
 
     #[test]
