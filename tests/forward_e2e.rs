@@ -796,6 +796,12 @@ fn requests_hold_at_most_10000_values_in_log_order() {
         write(&s, &chunk.join("\n"));
     }
     wait_stats(&s, "all sent", |f| n(f, "points_sent") == POINTS as u64);
+    // A point counts as sent with its first value; its other values may be in a later
+    // request of the same lane (series are grouped), so wait for every sample too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while samples(&stub.received()).len() < 2 * POINTS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let got = stub.stop();
     let per_request: Vec<usize> = got
         .iter()
