@@ -172,6 +172,19 @@ impl Drop for Proc {
 /// One exported series: labels sorted (`__name__` among them), values, timestamps (ms).
 pub type Exported = (Vec<(String, String)>, Vec<f64>, Vec<i64>);
 
+/// A series' labels from a JSON `metric` object (VictoriaMetrics export, Prometheus query),
+/// sorted by name.
+fn sorted_labels(metric: &serde_json::Value) -> Vec<(String, String)> {
+    let mut labels: Vec<(String, String)> = metric
+        .as_object()
+        .expect("metric")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    labels.sort();
+    labels
+}
+
 /// A VictoriaMetrics single-node process.
 pub struct Victoria {
     pub addr: SocketAddr,
@@ -219,13 +232,7 @@ impl Victoria {
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).expect("export JSON");
-                let mut labels: Vec<(String, String)> = v["metric"]
-                    .as_object()
-                    .expect("metric")
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect();
-                labels.sort();
+                let labels = sorted_labels(&v["metric"]);
                 let values: Vec<f64> = v["values"]
                     .as_array()
                     .expect("values")
@@ -304,13 +311,7 @@ impl Prometheus {
             .expect("result")
             .iter()
             .map(|s| {
-                let mut labels: Vec<(String, String)> = s["metric"]
-                    .as_object()
-                    .expect("metric")
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect();
-                labels.sort();
+                let labels = sorted_labels(&s["metric"]);
                 let samples = s["values"]
                     .as_array()
                     .expect("values")
