@@ -150,6 +150,54 @@ fn ranked(len: usize, cmp: impl Fn(usize, usize) -> std::cmp::Ordering) -> (Vec<
     (order, ranks)
 }
 
+/// [`ranked`] for byte strings: `text(i)` for `i in 0..len` in byte order. Sorts pairs of
+/// (8 bytes past the prefix every string shares, big-endian and zero-padded; index), so
+/// most comparisons are one integer compare on contiguous memory instead of a `memcmp` on
+/// scattered text (label texts of one store share long prefixes such as `{host="h`). The
+/// padded bytes order like the strings do: a string that ends sorts before any longer one
+/// with the same bytes, and equal prefixes fall back to comparing the whole strings.
+fn ranked_bytes<'t>(len: usize, text: impl Fn(usize) -> &'t [u8]) -> (Vec<u32>, Vec<u32>) {
+    let common = match len {
+        0 => 0,
+        _ => {
+            let first = text(0);
+            (1..len).fold(first.len(), |l, i| {
+                first[..l]
+                    .iter()
+                    .zip(text(i))
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            })
+        }
+    };
+    let mut keyed: Vec<(u64, u32)> = (0..len)
+        .map(|i| {
+            let mut word = [0u8; 8];
+            if let Some(rest) = text(i).get(common..) {
+                let n = rest.len().min(8);
+                word[..n].copy_from_slice(&rest[..n]);
+            }
+            (u64::from_be_bytes(word), i as u32)
+        })
+        .collect();
+    keyed.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| text(a.1 as usize).cmp(text(b.1 as usize)))
+    });
+    let mut ranks = vec![0u32; len];
+    let mut rank = 0u32;
+    for n in 0..keyed.len() {
+        if n > 0 {
+            let (p, c) = (keyed[n - 1], keyed[n]);
+            if p.0 != c.0 || text(p.1 as usize) != text(c.1 as usize) {
+                rank += 1;
+            }
+        }
+        ranks[keyed[n].1 as usize] = rank;
+    }
+    (keyed.into_iter().map(|(_, i)| i).collect(), ranks)
+}
+
 /// Output is handed to the writer in pieces of about this size, so a gzip encoder behind
 /// it never sees the whole plain text at once.
 const PIECE: usize = 64 * 1024;
@@ -257,8 +305,7 @@ impl MetricsRender {
         let (_, family_ranks) = ranked(self.pairs.len(), |a, b| {
             self.pairs[a].family.cmp(&self.pairs[b].family)
         });
-        let (label_order, labels_ranks) =
-            ranked(self.groups.len(), |a, b| self.labels(a).cmp(self.labels(b)));
+        let (label_order, labels_ranks) = ranked_bytes(self.groups.len(), |g| self.labels(g));
         // One group per distinct label set, in rank order: where its text is.
         let mut rank_group: Vec<u32> = Vec::new();
         for &g in &label_order {
@@ -524,6 +571,36 @@ pub(crate) mod check {
 mod tests {
     use super::check::check_exposition;
     use super::*;
+
+    #[test]
+    fn ranked_bytes_agrees_with_a_plain_sort() {
+        let texts: Vec<&[u8]> = vec![
+            b"{host=\"h10\"}",
+            b"{host=\"h1\"}",
+            b"{host=\"h2\"}",
+            b"{host=\"h1\"}",
+            b"",
+            b"{a=\"x\"}",
+            b"{host=\"h\0\"}",
+            b"{host=\"h\"}",
+            b"{host=\"h12345678901\"}",
+            b"{host=\"h12345678900\"}",
+            b"{host=\"h\xff\"}",
+        ];
+        let slow = ranked(texts.len(), |a, b| texts[a].cmp(texts[b]));
+        let fast = ranked_bytes(texts.len(), |i| texts[i]);
+        assert_eq!(fast.1, slow.1, "ranks");
+        let sorted = |order: &[u32]| order.iter().map(|&i| texts[i as usize]).collect::<Vec<_>>();
+        assert_eq!(sorted(&fast.0), sorted(&slow.0));
+        // All sharing a long prefix, and none at all.
+        let same: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("{{host=\"h{}\"}}", i * 7919 % 1000).into_bytes())
+            .collect();
+        let slow = ranked(same.len(), |a, b| same[a].cmp(&same[b]));
+        let fast = ranked_bytes(same.len(), |i| &same[i]);
+        assert_eq!(fast.1, slow.1);
+        assert_eq!(ranked_bytes(0, |_| &b""[..]), (vec![], vec![]));
+    }
     use crate::ingest::aggregator::test_support::{
         TestPoint, V, arbitrary_store, batch, raw_point,
     };
