@@ -18,7 +18,7 @@ use metricstream::ingest::Batch;
 use metricstream::ingest::line_protocol::Precision;
 use metricstream::ingest::write::{IngestScratch, WriteParams, batch_for_bench};
 
-use common::receivers::{Stub, Victoria, free_addr, private_pki, reply, tls_stub};
+use common::receivers::{Stub, Victoria, free_addr, labels, private_pki, reply, tls_stub};
 use common::wait_until;
 
 fn batch_of(body: &str) -> Batch {
@@ -200,15 +200,6 @@ fn network_error_is_retried_without_leaking_the_url() {
         }
         other => panic!("refused connection: {other:?}"),
     }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

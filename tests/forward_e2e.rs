@@ -17,7 +17,8 @@ use metricstream::forward::{Format, remote_write};
 use serde_json::{Value, json};
 
 use common::receivers::{
-    Exported, Influx, Prometheus, Received, Stub, Victoria, free_addr, private_pki, reply, tls_stub,
+    Exported, Influx, Prometheus, Received, Stub, Victoria, free_addr, labels, private_pki, reply,
+    tls_stub,
 };
 use common::{Rng, Server, TempDir, get, post, run_expecting_exit};
 
@@ -87,15 +88,6 @@ fn wait_stats(s: &Server, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
 /// A server forwarding with `flags` (pairs of flag and URL, plus any other flags).
 fn server(flags: &[&str]) -> Server {
     Server::start(flags)
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Waits until VictoriaMetrics exports exactly `expected` for `selector`.

@@ -172,6 +172,16 @@ impl Drop for Proc {
 /// One exported series: labels sorted (`__name__` among them), values, timestamps (ms).
 pub type Exported = (Vec<(String, String)>, Vec<f64>, Vec<i64>);
 
+/// Expected labels, as owned pairs sorted by name (what the receivers' readers return).
+pub fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
 /// A series' labels from a JSON `metric` object (VictoriaMetrics export, Prometheus query),
 /// sorted by name.
 fn sorted_labels(metric: &serde_json::Value) -> Vec<(String, String)> {
