@@ -374,21 +374,21 @@ fn stats(app: &App, local: &mut Local, _: &Request<'_>) -> Reply {
 fn metrics(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
     use crate::read::exposition::MetricsRender;
     let families = crate::stats::own_families(&app.stats, &app.info, &app.pipeline);
-    let mut render = MetricsRender::new();
-    app.pipeline.read_sliced(&mut render);
     let mut reply = Reply::with_body(200, PROMETHEUS);
     reply.headers.push(("Vary", b"Accept-Encoding".to_vec()));
     let body = &mut local.body;
     if req.head.accept_encoding.prefers_gzip() {
         // A scrape is compressed once and read once: the fast level.
-        let mut gz = flate2::write::GzEncoder::new(&mut *body, flate2::Compression::fast());
+        let gz = flate2::write::GzEncoder::new(&mut *body, flate2::Compression::fast());
+        let mut render = MetricsRender::new(gz);
+        app.pipeline.read_steps(&mut render);
         // Writing into a Vec cannot fail.
-        let _ = render
-            .finish(&families, &mut gz)
-            .and_then(|()| gz.try_finish());
+        let _ = render.finish(&families).and_then(|mut gz| gz.try_finish());
         reply.headers.push(("Content-Encoding", b"gzip".to_vec()));
     } else {
-        let _ = render.finish(&families, body);
+        let mut render = MetricsRender::new(&mut *body);
+        app.pipeline.read_steps(&mut render);
+        let _ = render.finish(&families);
     }
     reply
 }

@@ -119,12 +119,6 @@ pub const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 /// the writes queued behind it, wait for one slice of a big read, never for all of it.
 pub const READ_SLICE_GROUPS: usize = 4096;
 
-/// Times a sliced read starts over because the store was resized under it, before it takes
-/// the lock for the whole of its next attempt. A resize needs the store to grow by half
-/// or double, so a read rarely starts over even once; the bound keeps a store growing
-/// fast from starving a reader.
-pub const READ_RESTARTS: u32 = 2;
-
 /// Longest a sliced read waits between two slices for a waiting aggregator to take the
 /// store lock (it applies a chunk in well under this); bounded so a reader always goes on.
 pub const READ_YIELD_MAX: Duration = Duration::from_millis(20);

@@ -25,6 +25,7 @@ pub mod batch;
 pub mod lifecycle;
 pub mod line_protocol;
 pub mod queue;
+mod slots;
 pub mod write;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -33,8 +34,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use aggregator::GroupView;
 pub use aggregator::SeriesStore;
-use aggregator::{GroupView, ReadCursor, Slice};
 pub use batch::Batch;
 pub use queue::{Item, Queue, Queued, Refused};
 
@@ -42,15 +43,22 @@ use lifecycle::{DeleteJob, DeleteReply, ExpirySchedule, Selector};
 
 use crate::log_limit::SharedLogLimiter;
 use crate::stats::{QueueGauges, Stats, bump};
-use crate::tuning::{APPLY_CHUNK, READ_RESTARTS, READ_SLICE_GROUPS, READ_YIELD_MAX};
+use crate::tuning::{APPLY_CHUNK, READ_SLICE_GROUPS, READ_YIELD_MAX};
 
 /// A reader of the store in slices ([`Pipeline::read_sliced`]): it copies what it needs
 /// out of each group, since the lock is released between slices.
 pub trait GroupSink {
     /// One series group, seen with the store locked.
     fn group(&mut self, view: GroupView<'_>);
-    /// The store was resized mid-read: forget every group seen so far.
-    fn restart(&mut self);
+}
+
+/// A reader of the store in steps ([`Pipeline::read_steps`]), each taken with the store
+/// locked, with the lock released (and the aggregator let in) between them.
+pub trait SteppedRead {
+    /// One step; returns `true` when the read is complete.
+    fn step(&mut self, store: &SeriesStore) -> bool;
+    /// Between two steps, without the lock (e.g. to hand output on).
+    fn unlocked(&mut self) {}
 }
 
 pub struct Pipeline {
@@ -195,36 +203,52 @@ impl Pipeline {
     /// [`READ_SLICE_GROUPS`] groups, so batches are applied between slices.
     ///
     /// What a reader sees: every group that exists for the whole read, exactly once; a
-    /// group created or removed during the read, once or not at all; never one twice. Each
-    /// group's fields are seen together, as of one moment, but two groups may be seen at
-    /// different moments (a batch applied mid-read shows in the groups of later slices
-    /// only). If the store is resized mid-read the sink restarts; after
-    /// [`READ_RESTARTS`] restarts the rest of the read holds the lock throughout.
+    /// group created or removed during the read, once or not at all. Each group's fields
+    /// are seen together, as of one moment, but two groups may be seen at different
+    /// moments (a batch applied mid-read shows in the groups of later slices only).
     pub fn read_sliced(&self, sink: &mut impl GroupSink) {
-        let mut cursor = ReadCursor::default();
-        let mut restarts = 0;
-        loop {
-            let store = lock(&self.store);
-            let slice = if restarts < READ_RESTARTS {
-                READ_SLICE_GROUPS
-            } else {
-                usize::MAX
-            };
-            match store.read_slice(&mut cursor, slice, |g| sink.group(g)) {
-                Slice::Done => return,
-                Slice::More => {}
-                Slice::Moved => {
-                    restarts += 1;
-                    sink.restart();
-                }
+        struct Slices<'s, S> {
+            sink: &'s mut S,
+            cursor: usize,
+        }
+        impl<S: GroupSink> SteppedRead for Slices<'_, S> {
+            fn step(&mut self, store: &SeriesStore) -> bool {
+                store.read_slice(&mut self.cursor, READ_SLICE_GROUPS, |g| self.sink.group(g))
             }
+        }
+        self.read_steps(&mut Slices { sink, cursor: 0 });
+    }
+
+    /// Runs `read` step by step, each step with the store locked, until it says it is
+    /// complete; between steps the lock is released and a waiting aggregator goes first.
+    /// The read is registered with the store throughout ([`SeriesStore::begin_read`]),
+    /// so positions it noted stay valid.
+    pub fn read_steps(&self, read: &mut impl SteppedRead) {
+        /// Ends the registration however the read ends (a panicking step included).
+        struct Registered<'p>(&'p Mutex<SeriesStore>);
+        impl Drop for Registered<'_> {
+            fn drop(&mut self) {
+                lock(self.0).end_read();
+            }
+        }
+        lock(&self.store).begin_read();
+        // Declared before the guard below, so it is dropped after it, even in a panic.
+        let _registered = Registered(&self.store);
+        let mut store = lock(&self.store);
+        loop {
+            let done = read.step(&store);
             drop(store);
+            read.unlocked();
+            if done {
+                return;
+            }
             // std's mutex is not fair: re-locked at once, it would go to this thread again
             // and again while the aggregator sleeps on it. Let a waiting aggregator in.
             let deadline = Instant::now() + READ_YIELD_MAX;
             while self.apply_waiting.load(Relaxed) && Instant::now() < deadline {
                 std::thread::yield_now();
             }
+            store = lock(&self.store);
         }
     }
 
@@ -323,7 +347,7 @@ impl Pipeline {
         let now_s = lifecycle::unix_s(SystemTime::now());
         let (expired, series) = {
             let mut store = lock(&self.store);
-            let visit = e.slice(store.buckets());
+            let visit = e.slice(store.slots());
             let n = store.expire_step(now_s, e.ttl_s, &mut e.cursor, visit);
             (n, store.series_count() as u64)
         };

@@ -11,9 +11,12 @@ use std::io::Write;
 
 use hashbrown::HashMap;
 
-use crate::ingest::GroupSink;
-use crate::ingest::aggregator::{GroupView, LastValue, SeriesStore, escaped_measurement};
+use crate::ingest::SteppedRead;
+use crate::ingest::aggregator::{
+    GroupView, LastValue, MemberRef, PairRef, SeriesStore, unescape_key, unescape_measurement,
+};
 use crate::names::{metric_name, resolve_labels};
+use crate::tuning::READ_SLICE_GROUPS;
 
 /// The server's own families are declared with its counters; re-exported for callers that
 /// render them.
@@ -110,9 +113,9 @@ fn write_value(out: &mut Vec<u8>, value: Num) {
 struct Entry {
     family_rank: u32,
     labels_rank: u32,
-    /// Index into [`MetricsRender::pairs`].
+    /// Index into [`Collected::pairs`].
     pair: u32,
-    /// Index into [`MetricsRender::groups`].
+    /// Index into [`Collected::groups`].
     group: u32,
     value: Num,
 }
@@ -202,49 +205,328 @@ fn ranked_bytes<'t>(len: usize, text: impl Fn(usize) -> &'t [u8]) -> (Vec<u32>, 
 /// it never sees the whole plain text at once.
 const PIECE: usize = 64 * 1024;
 
-/// A `/metrics` render in two steps: [`GroupSink::group`] copies out of each series group
-/// what the exposition needs (label text, key, value: no aggregates, no borrowed names),
-/// so the store can be read in slices with its lock released between them
-/// ([`crate::ingest::Pipeline::read_sliced`]); [`MetricsRender::finish`] then orders
-/// everything and writes it, without the store.
+/// Widest measurement (distinct fields) whose families are written by walking its groups
+/// once per field; the families of a wider one are collected in one walk instead, so a
+/// measurement with thousands of fields costs one walk, not thousands.
+const WALK_FIELDS_MAX: usize = 16;
+
+/// A family written straight from the store: one `(measurement, field)` whose groups are
+/// all [`plain_labels`](crate::ingest::aggregator::plain_labels), so no two of them share
+/// a label set and each sample is written from its key as it is visited.
+struct Direct {
+    family: String,
+    meas: u32,
+    field: u32,
+    /// Unescaped names, for the HELP text.
+    measurement: Box<[u8]>,
+    field_name: Box<[u8]>,
+}
+
+/// A `/metrics` render, step by step with the store locked in between
+/// ([`crate::ingest::Pipeline::read_steps`]), written to `W` in pieces of about [`PIECE`]
+/// bytes.
+///
+/// User series are gauges holding `last` (booleans as 0/1, integers exactly, no sample
+/// timestamps); series whose `last` is a string, or a non-finite float, are not exported.
+/// Most families are *direct*: one measurement and field, every group's tags already valid
+/// label names, so the samples are written from the keys while the measurement's groups
+/// are walked (in the order they were created), and the render holds nothing but the
+/// piece being written. The others — a family several measurements or fields sanitise to,
+/// a measurement with a tag that must be renamed, escaped, or could collide, or with more
+/// than [`WALK_FIELDS_MAX`] fields — are *collected*: their samples are copied out (label
+/// text, key, value), sorted by label set and written after the direct ones by
+/// [`MetricsRender::finish`]. When two samples of a collected family end up with the
+/// same label set (measurements `a-b` and `a.b` with the same tags and field, or tag keys
+/// `a.b` / `a-b` on one measurement), only the one whose original (unescaped) measurement
+/// sorts first is kept; ties are broken by the original series key, then the original
+/// field name. Direct families come first, sorted by name, then collected ones, sorted by
+/// name; the server's own families last.
+pub struct MetricsRender<W: Write> {
+    planned: bool,
+    direct: Vec<Direct>,
+    /// The direct family being written, the member position reached in it, and whether
+    /// its HELP/TYPE lines are out.
+    next: usize,
+    pos: usize,
+    headed: bool,
+    /// Measurements with collected families, and how far their walk got.
+    collect_meas: Vec<u32>,
+    collect_next: usize,
+    collect_pos: usize,
+    /// `(measurement id, field name id)` of collected families -> index in `collected.pairs`.
+    collect_pairs: HashMap<(u32, u32), u32>,
+    collected: Collected,
+    /// Every collected sample is in `collected`; next, they are sorted (without the lock).
+    collected_all: bool,
+    sorted: bool,
+    /// Tests: every family collected (the reference the direct path is checked against).
+    #[cfg(test)]
+    collect_all: bool,
+    piece: Vec<u8>,
+    out: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> SteppedRead for MetricsRender<W> {
+    fn step(&mut self, store: &SeriesStore) -> bool {
+        MetricsRender::step(self, store)
+    }
+
+    fn unlocked(&mut self) {
+        if self.collected_all && !self.sorted {
+            self.collected.sort();
+            self.sorted = true;
+        }
+        if self.piece.len() >= PIECE {
+            self.flush();
+        }
+    }
+}
+
+impl<W: Write> MetricsRender<W> {
+    pub fn new(out: W) -> MetricsRender<W> {
+        MetricsRender {
+            planned: false,
+            direct: Vec::new(),
+            next: 0,
+            pos: 0,
+            headed: false,
+            collect_meas: Vec::new(),
+            collect_next: 0,
+            collect_pos: 0,
+            collect_pairs: HashMap::new(),
+            collected: Collected::default(),
+            collected_all: false,
+            sorted: false,
+            #[cfg(test)]
+            collect_all: false,
+            piece: Vec::with_capacity(PIECE + 4096),
+            out,
+            error: None,
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.out.write_all(&self.piece)
+        {
+            self.error = Some(e);
+        }
+        self.piece.clear();
+    }
+
+    /// Sorts the store's `(measurement, field)` pairs into direct and collected families.
+    fn plan(&mut self, store: &SeriesStore) {
+        // Family name -> its pairs, with their unescaped measurement and field names.
+        type Named<'s> = (PairRef<'s>, Box<[u8]>, Box<[u8]>);
+        let mut families: HashMap<String, Vec<Named<'_>>> = HashMap::new();
+        for p in store.pairs() {
+            let measurement: Box<[u8]> = unescape_measurement(p.measurement).as_ref().into();
+            let field: Box<[u8]> = unescape_key(p.field_name).as_ref().into();
+            families
+                .entry(metric_name(&measurement, &field))
+                .or_default()
+                .push((p, measurement, field));
+        }
+        #[cfg(test)]
+        let direct_allowed = !self.collect_all;
+        #[cfg(not(test))]
+        let direct_allowed = true;
+        for (family, pairs) in families {
+            match &pairs[..] {
+                [(p, measurement, field)]
+                    if direct_allowed && p.plain && p.width <= WALK_FIELDS_MAX =>
+                {
+                    self.direct.push(Direct {
+                        family,
+                        meas: p.meas,
+                        field: p.field,
+                        measurement: measurement.clone(),
+                        field_name: field.clone(),
+                    });
+                }
+                _ => {
+                    for (p, measurement, field) in pairs {
+                        let id = self.collected.pairs.len() as u32;
+                        self.collected.pairs.push(Pair {
+                            family: family.clone(),
+                            measurement,
+                            field,
+                        });
+                        self.collect_pairs.insert((p.meas, p.field), id);
+                        self.collect_meas.push(p.meas);
+                    }
+                }
+            }
+        }
+        self.direct.sort_unstable_by(|a, b| a.family.cmp(&b.family));
+        self.collect_meas.sort_unstable();
+        self.collect_meas.dedup();
+    }
+
+    /// One slice of the render with the store locked: up to [`READ_SLICE_GROUPS`] groups
+    /// visited or samples written. First the collected families are gathered (and sorted
+    /// between steps, without the lock), then every family is written in name order.
+    /// Returns `true` once every user series was written.
+    pub fn step(&mut self, store: &SeriesStore) -> bool {
+        if !self.planned {
+            self.plan(store);
+            self.planned = true;
+        }
+        let mut left = READ_SLICE_GROUPS;
+        while left > 0 && self.collect_next < self.collect_meas.len() {
+            let meas = self.collect_meas[self.collect_next];
+            let (pairs, collected) = (&self.collect_pairs, &mut self.collected);
+            let mut seen = 0;
+            let done = store.visit_members(meas, &mut self.collect_pos, left, |m| {
+                seen += 1;
+                collected.group(meas, pairs, m);
+            });
+            left -= seen.min(left);
+            if done {
+                self.collect_next += 1;
+                self.collect_pos = 0;
+            }
+        }
+        if !self.collected_all {
+            // Once all are in, they are sorted in `unlocked`, before the next step.
+            self.collected_all = self.collect_next == self.collect_meas.len();
+            return false;
+        }
+        while left > 0 {
+            let direct = self.direct.get(self.next);
+            let collected = self.collected.next_family();
+            match (direct, collected) {
+                (None, None) => return true,
+                (Some(d), Some(c)) if c < d.family.as_str() => {
+                    left -= self.collected.write_family(&mut self.piece, left);
+                }
+                (None, Some(_)) => {
+                    left -= self.collected.write_family(&mut self.piece, left);
+                }
+                (Some(d), _) => {
+                    let (piece, headed) = (&mut self.piece, &mut self.headed);
+                    let mut seen = 0;
+                    let done = store.visit_members(d.meas, &mut self.pos, left, |m| {
+                        seen += 1;
+                        write_direct(piece, headed, d, m);
+                    });
+                    left -= seen.min(left);
+                    if done {
+                        self.next += 1;
+                        self.pos = 0;
+                        self.headed = false;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Writes the server's own families and hands the rest of the output to the writer.
+    pub fn finish(mut self, own: &[OwnFamily<'_>]) -> std::io::Result<W> {
+        for fam in own {
+            render_own(fam, &mut self.piece);
+        }
+        self.flush();
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.out),
+        }
+    }
+}
+
+/// Writes one sample of a direct family (HELP and TYPE first, for its first sample).
+#[inline]
+fn write_direct(piece: &mut Vec<u8>, headed: &mut bool, d: &Direct, m: MemberRef<'_>) {
+    let Some(agg) = m.fields().by_id(d.field) else {
+        return;
+    };
+    let Some(value) = exported(agg.last()) else {
+        return;
+    };
+    if !m.plain() {
+        // Created since the render began, with tags that might collide: left out of this
+        // render (a series created during a read may or may not be in it).
+        return;
+    }
+    if !*headed {
+        *headed = true;
+        write_header(piece, &d.family, &d.field_name, &d.measurement);
+    }
+    piece.extend_from_slice(d.family.as_bytes());
+    push_plain_labels(piece, m.key());
+    piece.push(b' ');
+    write_value(piece, value);
+    piece.push(b'\n');
+}
+
+fn write_header(piece: &mut Vec<u8>, family: &str, field: &[u8], measurement: &[u8]) {
+    let _ = write!(piece, "# HELP {family} Last value of field \"");
+    push_help(piece, &String::from_utf8_lossy(field));
+    piece.extend_from_slice(b"\" of measurement \"");
+    push_help(piece, &String::from_utf8_lossy(measurement));
+    piece.extend_from_slice(b"\" (line protocol).\n");
+    let _ = writeln!(piece, "# TYPE {family} gauge");
+}
+
+/// `{k="v",…}` straight from a key whose tags are plain (see
+/// [`plain_labels`](crate::ingest::aggregator::plain_labels)): in key order, which is
+/// label order; values need only `"` and newlines escaped (a plain key has no backslash).
+fn push_plain_labels(out: &mut Vec<u8>, key: &[u8]) {
+    let mut first = true;
+    for pair in key.split(|&b| b == b',').skip(1) {
+        let eq = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
+        out.push(if first { b'{' } else { b',' });
+        first = false;
+        out.extend_from_slice(&pair[..eq]);
+        out.extend_from_slice(b"=\"");
+        let value = pair.get(eq + 1..).unwrap_or_default();
+        if value.iter().any(|&b| b == b'"' || b == b'\n') {
+            for &b in value {
+                match b {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    _ => out.push(b),
+                }
+            }
+        } else {
+            out.extend_from_slice(value);
+        }
+        out.push(b'"');
+    }
+    if !first {
+        out.push(b'}');
+    }
+}
+
+/// The samples of collected families (see [`MetricsRender`]): copied out of the store
+/// (label text, key, value), then ordered and written without it.
 #[derive(Default)]
-pub struct MetricsRender {
-    /// `(measurement, field)` as escaped in the key, length-prefixed, -> index in `pairs`.
-    pair_ids: HashMap<Box<[u8]>, u32>,
+struct Collected {
     pairs: Vec<Pair>,
     text: Vec<u8>,
     groups: Vec<GroupText>,
     entries: Vec<Entry>,
-    scratch: Vec<u8>,
+    /// After [`Collected::sort`]: the group whose label text stands for each label rank,
+    /// and the next entry to write.
+    rank_group: Vec<u32>,
+    written: usize,
+    /// The HELP and TYPE of the family being written are out.
+    headed: bool,
 }
 
-impl GroupSink for MetricsRender {
-    fn group(&mut self, view: GroupView<'_>) {
+impl Collected {
+    /// Copies out of one group of measurement `meas` its samples of collected families.
+    fn group(&mut self, meas: u32, pairs: &HashMap<(u32, u32), u32>, m: MemberRef<'_>) {
         let group = self.groups.len() as u32;
-        let measurement = escaped_measurement(view.key);
         let before = self.entries.len();
-        for field in view.fields {
-            let Some(value) = exported(field.last()) else {
+        for field in m.fields().iter() {
+            let Some(&pair) = pairs.get(&(meas, field.name_id())) else {
                 continue;
             };
-            self.scratch.clear();
-            self.scratch
-                .extend_from_slice(&(measurement.len() as u32).to_le_bytes());
-            self.scratch.extend_from_slice(measurement);
-            self.scratch.extend_from_slice(field.escaped_name());
-            let pair = match self.pair_ids.get(&self.scratch[..]) {
-                Some(&id) => id,
-                None => {
-                    let id = self.pairs.len() as u32;
-                    let name = field.name();
-                    self.pairs.push(Pair {
-                        family: metric_name(&view.measurement, &name),
-                        measurement: view.measurement.as_ref().into(),
-                        field: name.as_ref().into(),
-                    });
-                    self.pair_ids.insert(self.scratch.as_slice().into(), id);
-                    id
-                }
+            let Some(value) = exported(field.last()) else {
+                continue;
             };
             self.entries.push(Entry {
                 family_rank: 0,
@@ -256,25 +538,15 @@ impl GroupSink for MetricsRender {
         }
         if self.entries.len() > before {
             let start = self.text.len();
-            push_labels(&mut self.text, &view);
+            push_labels(&mut self.text, &m.view());
             let labels_len = (self.text.len() - start) as u32;
-            self.text.extend_from_slice(view.key);
+            self.text.extend_from_slice(m.key());
             self.groups.push(GroupText {
                 start,
                 labels_len,
-                key_len: view.key.len() as u32,
+                key_len: m.key().len() as u32,
             });
         }
-    }
-
-    fn restart(&mut self) {
-        *self = MetricsRender::default();
-    }
-}
-
-impl MetricsRender {
-    pub fn new() -> MetricsRender {
-        MetricsRender::default()
     }
 
     fn labels(&self, g: usize) -> &[u8] {
@@ -288,17 +560,12 @@ impl MetricsRender {
         &self.text[start..start + t.key_len as usize]
     }
 
-    /// Writes every numeric user series gathered, then the server's own families, to
-    /// `out` in pieces of about [`PIECE`] bytes.
-    ///
-    /// User series are gauges holding `last` (booleans as 0/1, integers exactly, no sample
-    /// timestamps); series whose `last` is a string, or a non-finite float, are not
-    /// exported. Families are sorted by name; within a family samples are sorted by label
-    /// set. When two series of one family end up with the same label set (e.g. measurements
-    /// `a-b` and `a.b` with the same tags and field, or tag keys `a.b` / `a-b` on one
-    /// measurement), only the one whose original (unescaped) measurement sorts first is
-    /// kept; ties are broken by the original series key, then the original field name.
-    pub fn finish(mut self, own: &[OwnFamily<'_>], out: &mut impl Write) -> std::io::Result<()> {
+    /// Orders the samples (family, label set, then the tie-breaks of duplicates) and
+    /// keeps the first of each (family, label set).
+    fn sort(&mut self) {
+        if self.entries.is_empty() {
+            return;
+        }
         // Order: family name, then label set (both as integer ranks so the big sort stays
         // cheap), then, only between duplicates of one (family, label set), original
         // measurement, original key and original field name.
@@ -335,47 +602,65 @@ impl MetricsRender {
         entries.dedup_by(|later, earlier| {
             later.family_rank == earlier.family_rank && later.labels_rank == earlier.labels_rank
         });
+        self.entries = entries;
+        self.rank_group = rank_group;
+    }
 
-        let mut piece: Vec<u8> = Vec::with_capacity(PIECE + 4096);
-        let mut current = None;
-        for e in &entries {
-            let pair = &self.pairs[e.pair as usize];
-            let family = pair.family.as_str();
-            if current != Some(e.family_rank) {
-                current = Some(e.family_rank);
-                let _ = write!(piece, "# HELP {family} Last value of field \"");
-                push_help(&mut piece, &String::from_utf8_lossy(&pair.field));
-                piece.extend_from_slice(b"\" of measurement \"");
-                push_help(&mut piece, &String::from_utf8_lossy(&pair.measurement));
-                piece.extend_from_slice(b"\" (line protocol).\n");
-                let _ = writeln!(piece, "# TYPE {family} gauge");
-            }
+    /// The name of the next family [`Collected::write_family`] writes (once sorted).
+    fn next_family(&self) -> Option<&str> {
+        let e = self.entries.get(self.written)?;
+        Some(self.pairs[e.pair as usize].family.as_str())
+    }
+
+    /// Writes up to `max` samples of the next family (HELP and TYPE before its first);
+    /// returns how many.
+    fn write_family(&mut self, piece: &mut Vec<u8>, max: usize) -> usize {
+        let Some(first) = self.entries.get(self.written) else {
+            return 0;
+        };
+        let pair = &self.pairs[first.pair as usize];
+        let (family, rank) = (pair.family.as_str(), first.family_rank);
+        if !self.headed {
+            self.headed = true;
+            write_header(piece, family, &pair.field, &pair.measurement);
+        }
+        let mut n = 0;
+        while n < max
+            && let Some(e) = self.entries.get(self.written)
+            && e.family_rank == rank
+        {
             piece.extend_from_slice(family.as_bytes());
-            piece.extend_from_slice(self.labels(rank_group[e.labels_rank as usize] as usize));
+            piece.extend_from_slice(self.labels(self.rank_group[e.labels_rank as usize] as usize));
             piece.push(b' ');
-            write_value(&mut piece, e.value);
+            write_value(piece, e.value);
             piece.push(b'\n');
-            if piece.len() >= PIECE {
-                out.write_all(&piece)?;
-                piece.clear();
-            }
+            self.written += 1;
+            n += 1;
         }
-        for fam in own {
-            render_own(fam, &mut piece);
+        if self
+            .entries
+            .get(self.written)
+            .is_none_or(|e| e.family_rank != rank)
+        {
+            self.headed = false;
         }
-        out.write_all(&piece)
+        n
     }
 }
 
 /// Renders every numeric user series of `store` and then the server's own families, as
-/// [`MetricsRender::finish`] describes, reading the store in one go.
+/// [`MetricsRender`] describes, reading the store in one go.
 pub fn render_metrics(store: &SeriesStore, own: &[OwnFamily<'_>], out: &mut Vec<u8>) {
-    let mut render = MetricsRender::new();
-    for view in store.groups() {
-        render.group(view);
+    let mut render = MetricsRender::new(out);
+    loop {
+        let done = render.step(store);
+        render.unlocked();
+        if done {
+            break;
+        }
     }
     // Writing into a Vec cannot fail.
-    let _ = render.finish(own, out);
+    let _ = render.finish(own);
 }
 
 fn render_own(fam: &OwnFamily<'_>, out: &mut Vec<u8>) {
@@ -923,6 +1208,24 @@ mod tests {
             let mut again = Vec::new();
             render_metrics(&s, &own, &mut again);
             prop_assert_eq!(text.as_bytes(), &again[..]);
+            // Families written straight from the keys say exactly what collecting,
+            // sorting and de-duplicating every sample says (lines compared as sets).
+            let mut reference = Vec::new();
+            let mut r = MetricsRender::new(&mut reference);
+            r.collect_all = true;
+            loop {
+                let done = r.step(&s);
+                r.unlocked();
+                if done {
+                    break;
+                }
+            }
+            let _ = r.finish(&own);
+            let mut want: Vec<&str> = std::str::from_utf8(&reference).unwrap_or("").lines().collect();
+            let mut got: Vec<&str> = text.lines().collect();
+            want.sort_unstable();
+            got.sort_unstable();
+            prop_assert_eq!(got, want);
         }
     }
 }

@@ -13,7 +13,9 @@ use std::borrow::Cow;
 use std::io::Write;
 
 use crate::ingest::GroupSink;
-use crate::ingest::aggregator::{FieldAgg, GroupView, LastValue, SeriesStore, Tag};
+use crate::ingest::aggregator::{
+    FieldAgg, FieldRef, GroupView, LastValue, SeriesStore, Tag, unescape_key,
+};
 use crate::ingest::lifecycle::{Selector, group_matches};
 use crate::tuning::READ_SLICE_GROUPS;
 
@@ -207,7 +209,8 @@ struct OwnedGroup {
     key: Box<[u8]>,
     measurement: Box<[u8]>,
     tags: Vec<Tag<'static>>,
-    fields: Vec<FieldAgg>,
+    /// Matching fields: escaped name, aggregates.
+    fields: Vec<(Box<[u8]>, FieldAgg)>,
 }
 
 /// A `/series` read in two steps: [`GroupSink::group`] copies the matching groups out of
@@ -249,7 +252,7 @@ impl<'f> SeriesRender<'f> {
         }
     }
 
-    fn field_matches(&self, f: &FieldAgg) -> bool {
+    fn field_matches(&self, f: &FieldRef<'_>) -> bool {
         self.filter
             .field
             .as_ref()
@@ -287,11 +290,11 @@ impl GroupSink for SeriesRender<'_> {
         {
             return;
         }
-        let fields: Vec<FieldAgg> = view
+        let fields: Vec<(Box<[u8]>, FieldAgg)> = view
             .fields
             .iter()
             .filter(|f| self.field_matches(f))
-            .cloned()
+            .map(|f| (f.escaped_name().into(), f.agg().clone()))
             .collect();
         self.groups.push(OwnedGroup {
             key: view.key.into(),
@@ -307,12 +310,6 @@ impl GroupSink for SeriesRender<'_> {
         if self.groups.len() >= self.filter.limit.saturating_mul(2).max(READ_SLICE_GROUPS) {
             self.keep_first();
         }
-    }
-
-    fn restart(&mut self) {
-        self.matched = 0;
-        self.groups.clear();
-        self.last_kept = None;
     }
 }
 
@@ -341,7 +338,7 @@ impl SeriesRender<'_> {
         let mut fields: Vec<(Cow<'_, [u8]>, &FieldAgg)> = Vec::new();
         'groups: for g in &self.groups {
             fields.clear();
-            fields.extend(g.fields.iter().map(|f| (f.name(), f)));
+            fields.extend(g.fields.iter().map(|(n, f)| (unescape_key(n), f)));
             fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for (name, f) in fields.drain(..) {
                 if entries.len() == limit {
