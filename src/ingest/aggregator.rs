@@ -447,6 +447,7 @@ impl SeriesStore {
     }
 
     /// A new group for `key` with the point's fields (as many as the limit lets in).
+    #[cold]
     fn create(
         &mut self,
         hash: u64,
@@ -1112,7 +1113,7 @@ struct Limits<'a> {
 /// Applies one point's fields (`(fields, batch, timestamp)`) to its group; returns whether
 /// a field was lost to the limit. A new field takes a reference to its name and is noted
 /// in the group's measurement.
-#[inline]
+#[inline(always)]
 fn apply_fields(
     group: &mut Group,
     measurements: &mut Slots<Measurement>,
