@@ -550,4 +550,72 @@ mod tests {
         ));
         assert!(w.wait(|| true).is_none());
     }
+
+    fn standalone() -> App {
+        App::standalone(crate::Config {
+            queue_capacity: 100,
+            max_series: 100,
+            ..crate::Config::default()
+        })
+        .expect("standalone app")
+    }
+
+    fn delete_of(measurement: &str) -> Option<Deferred> {
+        Some(Deferred::Delete(DeferredDelete {
+            selector: Selector {
+                measurement: Some(measurement.into()),
+                ..Selector::default()
+            },
+            version: Version::Http11,
+        }))
+    }
+
+    #[test]
+    fn a_delete_under_memory_only_is_answered_by_the_aggregator_or_refused_once_closed() {
+        let app = standalone();
+        let w = Arc::new(Waiter::default());
+        start(&app, delete_of("m"), Ticket::Waiter(Arc::clone(&w)));
+        let got = w.wait(|| false);
+        assert!(matches!(got, Some(Outcome::Deleted(0))), "{got:?}");
+        app.pipeline.drain_and_stop();
+        start(&app, delete_of("m"), Ticket::Waiter(Arc::clone(&w)));
+        let got = w.wait(|| false);
+        assert!(matches!(got, Some(Outcome::NotDeleted(_))), "{got:?}");
+    }
+
+    #[test]
+    fn a_delete_answer_replaces_the_held_reply_and_keeps_or_closes_the_connection() {
+        let app = standalone();
+        let mut writer = ResponseWriter::new(1);
+        let held = |version, close, more| HeldAnswer {
+            v2: false,
+            version,
+            close,
+            more,
+        };
+        let text = |out: &[u8]| String::from_utf8_lossy(out).into_owned();
+        let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        let h = held(Version::Http10, false, true);
+        let p = write_outcome(&app, &mut writer, h, &Outcome::Deleted(7), &mut out, &"t");
+        assert_eq!(p, Progress::WriteFirst);
+        let t = text(&out);
+        assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+        assert!(t.contains("Connection: keep-alive\r\n"), "{t}");
+        assert!(t.contains("Content-Type: application/json"), "{t}");
+        assert!(t.ends_with("\r\n\r\n{\"deleted\":7}"), "{t}");
+        assert_eq!(t.matches("HTTP/1.1").count(), 1, "{t}");
+
+        let h = held(Version::Http11, false, false);
+        let why = Outcome::NotDeleted("the write log is closed".into());
+        let p = write_outcome(&app, &mut writer, h, &why, &mut out, &"t");
+        assert_eq!(p, Progress::Close { linger: false });
+        let t = text(&out);
+        assert!(t.starts_with("HTTP/1.1 503 "), "{t}");
+        assert!(t.contains("Retry-After: 1\r\n"), "{t}");
+        assert!(t.contains("Connection: close\r\n"), "{t}");
+        assert!(
+            t.ends_with("{\"error\":\"the write log is closed\"}"),
+            "{t}"
+        );
+    }
 }
