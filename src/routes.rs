@@ -495,7 +495,7 @@ fn debug_hold_aggregator(app: &App, local: &mut Local, req: &Request<'_>) -> Rep
 
 /// `POST /write` and `POST /api/v2/write`: parse the whole body, then take all of it or
 /// none. With the write log: reserve queue room for it (or `503`), leave the batch on
-/// `Local::durable` and answer a deferred `204`, which leaves once the log holds the
+/// `Local::deferred` and answer a deferred `204`, which leaves once the log holds the
 /// write (the serving thread appends it). Under `--memory-only`: queue it and answer.
 fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
     let Local {
