@@ -1,9 +1,10 @@
 //! The shared context every request handler reaches ([`App`]: configuration, counters,
 //! the ingestion pipeline) and the scratch each serving thread keeps ([`Local`]).
 //!
-//! With the write log on, `App` also holds its handle ([`Durable`]), and a write handler
-//! leaves the validated batch on `Local::durable` for its serving thread to append once the
-//! deferred `204` is encoded.
+//! With the write log on, `App` also holds its handle ([`Durable`]). A handler whose answer
+//! is held (a write's `204` until the log holds it, a `DELETE /series` until the aggregator
+//! applied it) leaves its work on `Local::deferred` for its serving thread to start once
+//! the held reply is encoded; the answers come back on `App::acks`.
 //!
 //! `App` is built once by `server.rs` and shared read-mostly (`Arc`) by the reactor, the
 //! workers and the comparison I/O models; `Local` is owned by one thread and reused by every
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::Config;
-use crate::durable::{DeferredWrite, Durable};
+use crate::durable::{AckList, Deferred, Durable};
 use crate::http::response::ResponseWriter;
 use crate::ingest::Pipeline;
 use crate::stats::{ServerInfo, Stats};
@@ -26,6 +27,8 @@ pub struct App {
     pub pipeline: Arc<Pipeline>,
     /// The write log; `None` under `--memory-only` (writes are queued directly).
     pub durable: Option<Durable>,
+    /// Where held answers come back to the reactor (log acknowledgements, applied deletes).
+    pub acks: Arc<AckList>,
 }
 
 impl App {
@@ -50,6 +53,7 @@ impl App {
                 listener_fd: None,
             },
             config,
+            acks: Arc::new(AckList::new(Arc::clone(&stats))),
             stats,
             pipeline,
             durable: None,
@@ -63,8 +67,8 @@ pub struct Local {
     pub body: Vec<u8>,
     pub ingest: crate::ingest::write::IngestScratch,
     pub now: SystemTime,
-    /// A write the last request left for the write log (its answer is deferred).
-    pub durable: Option<DeferredWrite>,
+    /// Work the last request left for its serving thread to start (its answer is held).
+    pub deferred: Option<Deferred>,
 }
 
 impl Local {
@@ -74,7 +78,7 @@ impl Local {
             body: Vec::new(),
             ingest: Default::default(),
             now: SystemTime::UNIX_EPOCH,
-            durable: None,
+            deferred: None,
         }
     }
 

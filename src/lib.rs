@@ -30,7 +30,9 @@
 //! data directory, starts the pipeline, the write log and the chosen I/O model (the reactor,
 //! or one of the comparison models in `io_model/`, which serve each connection on one thread
 //! with blocking sockets around the same engine and the same connection lifecycle);
-//! `durable.rs` carries a write from its route to the log and its acknowledgement back;
+//! `durable.rs` carries a held answer's work from its route (a write to the log, a
+//! `DELETE /series` through the log to the aggregator) and its outcome back to the reactor,
+//! which no server thread waits for;
 //! `stats.rs` declares every counter once; `tuning.rs` holds every tuning constant;
 //! `names.rs` the Prometheus naming rules. docs/architecture.md has a table of every file.
 

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::{App, Local};
-use crate::durable::DeferredWrite;
+use crate::durable::{Deferred, DeferredDelete, DeferredWrite};
 use crate::http::request::{BodyFraming, ContentEncoding, Method, RequestHead};
 use crate::http::response::ResponseWriter;
 pub use crate::http::service::Reply;
@@ -55,10 +55,20 @@ pub struct Route {
     /// Methods whose body carries data; on the others only a small body is tolerated.
     pub takes_body: &'static [Method],
     pub shape: Shape,
-    /// With the write log on, the handler may defer its answer until the log holds the
-    /// write ([`Reply::defer`]).
-    pub defers: bool,
+    /// Whether the handler may hold its answer ([`Reply::defer`]).
+    pub defers: Defers,
     pub handler: Handler,
+}
+
+/// Which requests of a route may be answered with a held reply ([`Reply::defer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defers {
+    Never,
+    /// With the write log on: a write's `204` waits until the log holds it.
+    WithLog,
+    /// Requests with this method, with or without the log: a delete's answer waits until
+    /// the aggregator applied it.
+    Always(Method),
 }
 
 const READ: &[Method] = &[Method::Get, Method::Head];
@@ -73,7 +83,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: false,
         takes_body: NONE,
         shape: Shape::V1,
-        defers: false,
+        defers: Defers::Never,
         handler: ping,
     },
     Route {
@@ -82,7 +92,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: false,
         takes_body: NONE,
         shape: Shape::V1,
-        defers: false,
+        defers: Defers::Never,
         handler: health,
     },
     Route {
@@ -91,7 +101,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: POST,
         shape: Shape::V1,
-        defers: true,
+        defers: Defers::WithLog,
         handler: write_v1,
     },
     Route {
@@ -100,7 +110,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: POST,
         shape: Shape::V2,
-        defers: true,
+        defers: Defers::WithLog,
         handler: write_v2,
     },
     Route {
@@ -109,7 +119,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: POST,
         shape: Shape::V1,
-        defers: false,
+        defers: Defers::Never,
         handler: query,
     },
     Route {
@@ -118,7 +128,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: NONE,
         shape: Shape::V1,
-        defers: false,
+        defers: Defers::Never,
         handler: metrics,
     },
     Route {
@@ -127,7 +137,7 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: NONE,
         shape: Shape::V1,
-        defers: false,
+        defers: Defers::Always(Method::Delete),
         handler: series,
     },
     Route {
@@ -136,23 +146,36 @@ pub const ROUTES: &[Route] = &[
         needs_auth: true,
         takes_body: NONE,
         shape: Shape::V1,
-        defers: false,
+        defers: Defers::Never,
         handler: stats,
     },
 ];
 
 /// Endpoints that exist only in debug builds (what the integration tests run), to reach
-/// code paths no valid request should: `GET /debug/panic` panics in its handler.
+/// code paths no valid request should: `GET /debug/panic` panics in its handler;
+/// `POST /debug/hold-aggregator?ms=N` stops the aggregator before its next batch for up to
+/// N ms (at most a minute; `ms=0` lets it go on), so a test can keep deletes unanswered.
 #[cfg(debug_assertions)]
-const DEBUG_ROUTES: &[Route] = &[Route {
-    path: "/debug/panic",
-    methods: READ,
-    needs_auth: true,
-    takes_body: NONE,
-    shape: Shape::V1,
-    defers: false,
-    handler: debug_panic,
-}];
+const DEBUG_ROUTES: &[Route] = &[
+    Route {
+        path: "/debug/panic",
+        methods: READ,
+        needs_auth: true,
+        takes_body: NONE,
+        shape: Shape::V1,
+        defers: Defers::Never,
+        handler: debug_panic,
+    },
+    Route {
+        path: "/debug/hold-aggregator",
+        methods: POST,
+        needs_auth: true,
+        takes_body: NONE,
+        shape: Shape::V1,
+        defers: Defers::Never,
+        handler: debug_hold_aggregator,
+    },
+];
 #[cfg(not(debug_assertions))]
 const DEBUG_ROUTES: &[Route] = &[];
 
@@ -245,8 +268,12 @@ impl Service for App {
         route(route_id).shape
     }
 
-    fn defers(&self, route_id: RouteId) -> bool {
-        self.durable.is_some() && route(route_id).defers
+    fn defers(&self, route_id: RouteId, method: Method) -> bool {
+        match route(route_id).defers {
+            Defers::Never => false,
+            Defers::WithLog => self.durable.is_some(),
+            Defers::Always(m) => m == method,
+        }
     }
 
     fn error(&self, shape: Shape, status: u16, message: &str, body: &mut Vec<u8>) -> Reply {
@@ -410,33 +437,22 @@ fn series(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
 
 /// `DELETE /series`: removes the series matching the filters, in order with the writes:
 /// through the write log as its own record (after every write acknowledged so far), or
-/// under `--memory-only` through the queue; answered once the aggregator applied it, so a
-/// read after the answer never shows them. Blocks this serving thread until then (a group
-/// commit and a queue turn; at most [`crate::tuning::DELETE_TIMEOUT`], then `503`).
-fn delete_series(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
-    let selector = match crate::read::series::delete_selector(req.head.query) {
-        Ok(s) => s,
-        Err(message) => return error_reply(Shape::V1, 400, &message, None, &mut local.body),
-    };
-    let deadline = Instant::now() + crate::tuning::DELETE_TIMEOUT;
-    let result = match &app.durable {
-        Some(durable) => durable.delete(selector, deadline),
-        None => app
-            .pipeline
-            .delete(selector, deadline)
-            .ok_or_else(|| "the server is shutting down or the aggregator is behind".into()),
-    };
-    match result {
-        Ok(n) => {
-            use std::io::Write;
-            let _ = write!(local.body, "{{\"deleted\":{n}}}");
-            Reply::with_body(200, JSON)
+/// under `--memory-only` through the queue; answered `200 {"deleted":N}` once the
+/// aggregator applied it, so a read after the answer never shows them. The answer is held
+/// (the selector is left on `Local::deferred` for the serving thread to send on): no
+/// serving thread waits for the log or the aggregator, and the final answer (or a `503`
+/// with `Retry-After` if the delete cannot be applied) reaches the connection later.
+fn delete_series(_: &App, local: &mut Local, req: &Request<'_>) -> Reply {
+    match crate::read::series::delete_selector(req.head.query) {
+        Ok(selector) => {
+            local.deferred = Some(Deferred::Delete(DeferredDelete {
+                selector,
+                version: req.head.version,
+            }));
+            // A stand-in, replaced by the final answer when the delete is done.
+            Reply::with_body(200, JSON).deferred()
         }
-        Err(message) => {
-            let mut reply = error_reply(Shape::V1, 503, &message, None, &mut local.body);
-            reply.headers.push(("Retry-After", b"1".to_vec()));
-            reply
-        }
+        Err(message) => error_reply(Shape::V1, 400, &message, None, &mut local.body),
     }
 }
 
@@ -453,16 +469,40 @@ fn debug_panic(_: &App, _: &mut Local, _: &Request<'_>) -> Reply {
     panic!("GET /debug/panic asked for a panic");
 }
 
+#[cfg(debug_assertions)]
+fn debug_hold_aggregator(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
+    let ms = req
+        .head
+        .query
+        .split('&')
+        .find_map(|p| p.strip_prefix("ms="))
+        .and_then(|v| v.parse::<u64>().ok());
+    match ms {
+        Some(ms) => {
+            let hold = Duration::from_millis(ms.min(60_000));
+            app.pipeline.debug_hold_aggregator(hold);
+            Reply::empty(204)
+        }
+        None => error_reply(
+            Shape::V1,
+            400,
+            "expected ms=<milliseconds>",
+            None,
+            &mut local.body,
+        ),
+    }
+}
+
 /// `POST /write` and `POST /api/v2/write`: parse the whole body, then take all of it or
 /// none. With the write log: reserve queue room for it (or `503`), leave the batch on
-/// `Local::durable` and answer a deferred `204`, which leaves once the log holds the
+/// `Local::deferred` and answer a deferred `204`, which leaves once the log holds the
 /// write (the serving thread appends it). Under `--memory-only`: queue it and answer.
 fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
     let Local {
         body: out,
         ingest: scratch,
         now,
-        durable,
+        deferred,
         ..
     } = local;
     let result = crate::ingest::write::parse_params(req.head.query, v2).and_then(|params| {
@@ -499,7 +539,7 @@ fn write(app: &App, local: &mut Local, req: &Request<'_>, v2: bool) -> Reply {
     match result {
         Ok(None) => Reply::empty(204),
         Ok(Some((batch, source))) => {
-            *durable = Some(DeferredWrite { batch, source, v2 });
+            *deferred = Some(Deferred::Write(DeferredWrite { batch, source, v2 }));
             Reply::empty(204).deferred()
         }
         Err(e) => {

@@ -144,6 +144,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             "off"
         },
     );
+    let acks = Arc::new(AckList::new(Arc::clone(&stats)));
     let (pipeline, durable, storage) = match storage {
         None => {
             let pipeline = Pipeline::start(
@@ -157,7 +158,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
         Some((dir, recovery)) => {
             let loaded = recovery.report.snapshot.as_ref().map(|(_, lsn)| *lsn);
-            let (pipeline, durable) = start_durable(&config, &stats, &dir, recovery)?;
+            let (pipeline, durable) = start_durable(&config, &stats, &dir, recovery, &acks)?;
             (pipeline, Some(durable), Some((dir, loaded)))
         }
     };
@@ -188,6 +189,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         info,
         pipeline: Arc::clone(&pipeline),
         durable,
+        acks,
     });
     let snapshots = match &storage {
         Some((dir, loaded)) => Some(
@@ -287,6 +289,7 @@ fn start_durable(
     stats: &Arc<Stats>,
     dir: &DataDir,
     recovery: Recovery,
+    acks: &Arc<AckList>,
 ) -> Result<(Arc<Pipeline>, Durable), ServerError> {
     let fsync = match config.fsync {
         Fsync::Always => FsyncMode::Always,
@@ -328,8 +331,7 @@ fn start_durable(
         next_lsn,
         report,
     };
-    let acks = Arc::new(AckList::new(Arc::clone(stats)));
-    let sink = DurableSink::new(Arc::clone(&pipeline), Arc::clone(&acks));
+    let sink = DurableSink::new(Arc::clone(&pipeline), Arc::clone(acks));
     let log = dir
         .start_log(&rest, opts, sink)
         .map_err(|e| ServerError::Io("starting the write log", e))?;
@@ -339,7 +341,7 @@ fn start_durable(
         config.fsync.as_str(),
         config.snapshot_interval
     );
-    Ok((pipeline, Durable::new(log, acks)))
+    Ok((pipeline, Durable::new(log, Arc::clone(acks))))
 }
 
 /// Writes a snapshot of the aggregates unless they are unchanged since `last` (the LSN

@@ -110,10 +110,6 @@ pub const EXPIRY_PASS_MIN: Duration = EXPIRY_TICK;
 /// about a minute late, and a tick touches a sixhundredth of the store.
 pub const EXPIRY_PASS_MAX: Duration = Duration::from_secs(60);
 
-/// Longest a `DELETE /series` waits for the log and the aggregator before it is answered
-/// `503` (a disk that stopped answering, or a shutdown under way).
-pub const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Series groups a `/metrics` or `/series` read copies out per acquisition of the store
 /// lock: a few milliseconds of work at most (about 1 µs a group), so the aggregator, and
 /// the writes queued behind it, wait for one slice of a big read, never for all of it.

@@ -26,6 +26,7 @@ for_each_model!(
     ping_is_204,
     keep_alive_and_pipelining_answer_in_order,
     write_then_series_shows_the_data,
+    a_delete_pipelined_with_writes_is_answered_in_order,
     stats_report_the_io_model_and_io_counters,
     sigterm_exits_0_closing_idle_connections,
     sigterm_finishes_a_request_in_flight,
@@ -104,6 +105,39 @@ fn write_then_series_shows_the_data(model: &str) {
         .expect("host=a");
     assert_eq!(a["last"], 1.5);
     assert_eq!(a["tags"]["db"], "t");
+}
+
+/// The serving thread waits for the delete (these models block a thread per connection):
+/// answered in order with the writes around it, with and without the write log.
+fn a_delete_pipelined_with_writes_is_answered_in_order(model: &str) {
+    for extra in [&[][..], &["--memory-only"][..]] {
+        let s = start(model, extra);
+        let mut c = Reader::new(s.connect());
+        let w = |body: &str| {
+            format!(
+                "POST /write HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let del = "DELETE /series?tag=host:a HTTP/1.1\r\nHost: t\r\n\r\n";
+        let req = [
+            w("cpu,host=a v=1\ncpu,host=b v=1"),
+            del.into(),
+            w("cpu,host=a v=2"),
+            del.into(),
+        ];
+        c.send(req.concat().as_bytes());
+        for want in [1, 1] {
+            assert_eq!(c.response().status, 204);
+            let r = c.response();
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["deleted"], want, "{extra:?}: {}", r.text());
+        }
+        // On the same connection: the blocking model serves one connection at a time.
+        c.send(b"GET /series HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let left = c.response().json();
+        assert_eq!(left["series"].as_array().map(Vec::len), Some(1), "{left}");
+    }
 }
 
 fn stats_report_the_io_model_and_io_counters(model: &str) {

@@ -4,7 +4,9 @@
 //! or unauthenticated (`401`), covers every write acknowledged before it (also ones the
 //! aggregator had not applied yet, with and without the write log), and stays done after
 //! `kill -9` (the delete only in the log) and a graceful restart; expiry also holds after a
-//! `kill -9` and a restart.
+//! `kill -9` and a restart. A delete waiting for the aggregator ties up no worker (with a
+//! single worker and the aggregator held back through a debug-build endpoint, other
+//! requests are still served), and deletes pipelined with writes are answered in order.
 //!
 //! Each server gets its own temp data directory; every wait is bounded and polls a
 //! condition (the only waits on the clock are for a TTL to pass, which is the condition).
@@ -369,6 +371,185 @@ fn delete_races_writers_and_never_leaves_an_acknowledged_write() {
         stop.store(true, Ordering::SeqCst);
         assert!(total > 0);
     });
+}
+
+// ===== DELETE /series does not tie up a worker
+
+/// A raw request with its `Content-Length` (0 when `body` is empty).
+fn raw(method_path: &str, headers: &str, body: &str) -> String {
+    format!(
+        "{method_path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn hold_aggregator(addr: SocketAddr, ms: u64) {
+    let r = post(addr, &format!("/debug/hold-aggregator?ms={ms}"), b"", "");
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+/// Nothing has arrived on `r`'s connection yet (looked at without waiting).
+fn nothing_arrived(r: &Reader) -> bool {
+    let mut b = [0u8; 1];
+    r.stream.set_nonblocking(true).expect("nonblocking");
+    let quiet =
+        matches!(r.stream.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    r.stream.set_nonblocking(false).expect("blocking");
+    quiet
+}
+
+/// With one worker and the aggregator held (debug builds only), `K` deletes on `K`
+/// connections all wait for it; meanwhile that one worker still answers `/stats` (which
+/// shows every delete's head was taken: the worker was not stuck in the first),
+/// `/health` and a write on other connections. Released, every delete gets its own count,
+/// and a request pipelined behind a delete is answered after it.
+fn pending_deletes_leave_the_worker_free(extra: &[&str]) {
+    const K: usize = 6;
+    let mut args = vec!["--workers", "1"];
+    args.extend_from_slice(extra);
+    let s = Server::start(&args);
+    // Measurement d<i> has i + 1 series.
+    let mut body = String::from("keep v=1\n");
+    for i in 0..K {
+        for h in 0..=i {
+            body.push_str(&format!("d{i},host=h{h} v=1\n"));
+        }
+    }
+    write(s.addr, &body);
+    let total = 1 + K * (K + 1) / 2;
+    assert!(wait_until(Duration::from_secs(10), || series(s.addr).len() == total));
+
+    // A minute at most: a server that ties its worker up fails the waits below, never
+    // hangs the test.
+    hold_aggregator(s.addr, 60_000);
+    let base = counter(&s.stats(), "requests_total");
+    let mut conns: Vec<Reader> = (0..K)
+        .map(|i| {
+            let mut r = Reader::new(s.connect());
+            r.stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            let mut req = raw(&format!("DELETE /series?measurement=d{i}"), "", "");
+            if i == 0 {
+                // Pipelined behind the delete: looked at only once it is answered.
+                req.push_str(&raw("DELETE /series?measurement=none", "", ""));
+                req.push_str(&raw("GET /series?measurement=d0", "", ""));
+            }
+            r.send(req.as_bytes());
+            r
+        })
+        .collect();
+    // Each /stats request counts itself; what is left over is delete heads taken.
+    let mut polls = 0;
+    let mut taken = 0;
+    let all_taken = wait_until(Duration::from_secs(20), || {
+        polls += 1;
+        taken = counter(&s.stats(), "requests_total") - base - polls;
+        taken >= K as u64
+    });
+    assert!(all_taken, "only {taken} of {K} deletes taken by the worker");
+    assert_eq!(get(s.addr, "/health").status, 200);
+    write(s.addr, "other v=1");
+    for (i, r) in conns.iter().enumerate() {
+        assert!(
+            nothing_arrived(r),
+            "delete {i} answered while the aggregator is held"
+        );
+    }
+
+    hold_aggregator(s.addr, 0);
+    for (i, r) in conns.iter_mut().enumerate() {
+        let a = r.response();
+        assert_eq!(a.status, 200, "delete {i}: {}", a.text());
+        assert!(a.header("content-type").is_some_and(|c| c.contains("json")));
+        assert_eq!(a.json()["deleted"], i + 1, "delete {i}: {}", a.text());
+    }
+    let r = &mut conns[0];
+    let a = r.response();
+    assert_eq!(a.json()["deleted"], 0, "{}", a.text());
+    let a = r.response();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["series"], serde_json::json!([]), "{}", a.text());
+    assert!(wait_until(Duration::from_secs(10), || series(s.addr)
+        == set(&["keep  v", "other  v"])));
+    let stats = s.stats();
+    assert_eq!(counter(&stats, "series_deleted"), (K * (K + 1) / 2) as u64);
+    assert_eq!(status_count(&stats, 503), 0);
+}
+
+#[test]
+fn pending_deletes_leave_the_worker_free_with_the_log() {
+    pending_deletes_leave_the_worker_free(&[]);
+}
+
+#[test]
+fn pending_deletes_leave_the_worker_free_in_memory() {
+    pending_deletes_leave_the_worker_free(&["--memory-only"]);
+}
+
+/// Writes and deletes pipelined in one send on one connection are answered in order,
+/// each delete covering the writes before it; an HTTP/1.0 keep-alive delete says so in
+/// its answer, and a delete with `Connection: close` is the last answer.
+fn a_delete_pipelined_behind_writes_is_answered_in_order(extra: &[&str]) {
+    let s = Server::start(extra);
+    let mut r = Reader::new(s.connect());
+    r.stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut req = raw("POST /write", "", "p,host=a v=1\np,host=b v=1\nq v=1");
+    req.push_str(&raw("DELETE /series?measurement=p", "", ""));
+    req.push_str(&raw("POST /write", "", "p,host=c v=2"));
+    req.push_str("DELETE /series?measurement=p HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    req.push_str(&raw("GET /series?measurement=p", "", ""));
+    req.push_str(&raw(
+        "DELETE /series?measurement=q",
+        "Connection: close\r\n",
+        "",
+    ));
+    req.push_str(&raw("GET /health", "", ""));
+    r.send(req.as_bytes());
+    assert_eq!(r.response().status, 204);
+    let a = r.response();
+    assert_eq!(
+        (a.status, a.json()["deleted"].as_u64()),
+        (200, Some(2)),
+        "{}",
+        a.text()
+    );
+    assert_eq!(a.header("connection"), None);
+    assert_eq!(r.response().status, 204);
+    let a = r.response();
+    assert_eq!(
+        (a.status, a.json()["deleted"].as_u64()),
+        (200, Some(1)),
+        "{}",
+        a.text()
+    );
+    assert_eq!(a.header("connection"), Some("keep-alive"));
+    let a = r.response();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["series"], serde_json::json!([]), "{}", a.text());
+    let a = r.response();
+    assert_eq!(
+        (a.status, a.json()["deleted"].as_u64()),
+        (200, Some(1)),
+        "{}",
+        a.text()
+    );
+    assert_eq!(a.header("connection"), Some("close"));
+    // The GET /health after it is never answered.
+    assert!(r.try_response_to(false).is_none());
+    assert_eq!(series(s.addr), BTreeSet::new());
+}
+
+#[test]
+fn a_delete_pipelined_behind_writes_is_answered_in_order_with_the_log() {
+    a_delete_pipelined_behind_writes_is_answered_in_order(&[]);
+}
+
+#[test]
+fn a_delete_pipelined_behind_writes_is_answered_in_order_in_memory() {
+    a_delete_pipelined_behind_writes_is_answered_in_order(&["--memory-only"]);
 }
 
 // ===== DELETE /series survives restarts

@@ -96,6 +96,7 @@ struct Pending {
     head_len: usize,
     body: PendingBody,
     route: RouteId,
+    method: Method,
 }
 
 #[derive(Debug)]
@@ -325,7 +326,7 @@ fn serve<S: Service>(
                 }
             },
         };
-        if svc.defers(pending.route) && !output.is_empty() {
+        if svc.defers(pending.route, pending.method) && !output.is_empty() {
             // A deferred answer must be alone in the output: write what is there first.
             ex.held = Some(held);
             return Progress::WriteFirst;
@@ -436,15 +437,17 @@ fn start_request<S: Service>(
         Some(n) => {
             let n = n as usize;
             let end = head_len + n;
+            let method = head.method;
             let pending = |body| {
                 Box::new(Held::Request(Pending {
                     head_len,
                     body,
                     route,
+                    method,
                 }))
             };
             if input.len() >= end {
-                if svc.defers(route) && !output.is_empty() {
+                if svc.defers(route, head.method) && !output.is_empty() {
                     // A deferred answer must be alone in the output: write what is there
                     // first, then answer this request (held, so it is not counted twice).
                     return Step::Wait(Some(pending(PendingBody::Length(n))), Progress::WriteFirst);
@@ -477,6 +480,7 @@ fn start_request<S: Service>(
                 head_len,
                 body: PendingBody::Chunked(ChunkedDecoder::new(head_len)),
                 route,
+                method: head.method,
             }));
             if input.len() > head_len {
                 // Chunks came with the head: decode them now rather than wait for a read
@@ -550,13 +554,50 @@ fn encode_reply<S: Service>(
     version: Version,
     head_only: bool,
 ) {
-    let connection = match (keep, version) {
+    let (writer, body) = S::buffers(local);
+    encode(
+        writer,
+        output,
+        reply,
+        connection(keep, version),
+        &[],
+        body,
+        head_only,
+    );
+}
+
+/// The `Connection` header a response carries.
+fn connection(keep: bool, version: Version) -> Option<&'static str> {
+    match (keep, version) {
         (false, _) => Some("close"),
         (true, Version::Http10) => Some("keep-alive"),
         (true, Version::Http11) => None,
-    };
-    let (writer, body) = S::buffers(local);
-    encode(writer, output, reply, connection, &[], body, head_only);
+    }
+}
+
+/// The final answer of a deferred request whose body is only known once its work is done
+/// (a delete's count), written by whoever completed the work in place of the held reply:
+/// encoded with the `Connection` header keep-alive decided for it (`close`) in the
+/// request's `version`, and counted. The caller has set `writer`'s time.
+pub fn write_completed<S: Service>(
+    svc: &S,
+    writer: &mut ResponseWriter,
+    reply: &Reply,
+    body: &[u8],
+    close: bool,
+    version: Version,
+    out: &mut Vec<u8>,
+) {
+    encode(
+        writer,
+        out,
+        reply,
+        connection(!close, version),
+        &[],
+        body,
+        false,
+    );
+    svc.count_response(reply.status);
 }
 
 /// The status line, common headers, `reply`'s headers and `extra`, and the body.
@@ -716,7 +757,7 @@ mod tests {
         }
         fn path_error_shape(&self, _: Option<&str>) {}
         fn route_error_shape(&self, _: RouteId) {}
-        fn defers(&self, route: RouteId) -> bool {
+        fn defers(&self, route: RouteId, _: Method) -> bool {
             route.0 == 2
         }
         fn error(&self, _: (), status: u16, message: &str, body: &mut Vec<u8>) -> Reply {

@@ -11,7 +11,7 @@
 
 use std::time::SystemTime;
 
-use crate::http::request::RequestHead;
+use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseWriter;
 
 /// A response, minus its body (which the service wrote into its body buffer, see
@@ -26,9 +26,10 @@ pub struct Reply {
     /// Close the connection after this response.
     pub close: bool,
     /// The answer holds until the service's deferred work is done (a write being made
-    /// durable): the engine encodes it but does not count it, stops after it and reports
-    /// [`crate::http::exchange::Progress::AwaitDurable`]; whoever completes the work counts
-    /// it (or replaces it with an error). Only routes that [`Service::defers`] answer so.
+    /// durable, a delete being applied): the engine encodes it but does not count it, stops
+    /// after it and reports [`crate::http::exchange::Progress::AwaitDurable`]; whoever
+    /// completes the work counts it, or replaces it with the final answer (an error, or a
+    /// body only known then). Only requests that [`Service::defers`] answer so.
     pub defer: bool,
 }
 
@@ -115,10 +116,10 @@ pub trait Service {
     /// The error shape for an admitted request.
     fn route_error_shape(&self, route: RouteId) -> Self::ErrorShape;
 
-    /// Whether `route` may answer with a deferred reply ([`Reply::defer`]). The engine
-    /// then makes that reply the only thing in its output: with earlier responses waiting
-    /// it stops (`WriteFirst`) before answering the request.
-    fn defers(&self, route: RouteId) -> bool;
+    /// Whether a `method` request to `route` may answer with a deferred reply
+    /// ([`Reply::defer`]). The engine then makes that reply the only thing in its output:
+    /// with earlier responses waiting it stops (`WriteFirst`) before answering the request.
+    fn defers(&self, route: RouteId, method: Method) -> bool;
 
     /// Writes an error body for `status` into `body` and returns its reply.
     fn error(
@@ -168,8 +169,8 @@ impl<S: Service> Service for std::sync::Arc<S> {
     fn route_error_shape(&self, route: RouteId) -> S::ErrorShape {
         (**self).route_error_shape(route)
     }
-    fn defers(&self, route: RouteId) -> bool {
-        (**self).defers(route)
+    fn defers(&self, route: RouteId, method: Method) -> bool {
+        (**self).defers(route, method)
     }
     fn error(&self, shape: S::ErrorShape, status: u16, message: &str, body: &mut Vec<u8>) -> Reply {
         (**self).error(shape, status, message, body)

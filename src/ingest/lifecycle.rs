@@ -1,17 +1,17 @@
 //! Series lifecycle: what a `DELETE /series` selects ([`Selector`], also the payload of a
 //! kind-4 log record), the delete as it travels through the aggregator queue
-//! ([`DeleteJob`], answered through a [`DeleteReply`]), and the pacing of the `--series-ttl`
-//! expiry sweep ([`ExpirySchedule`]).
+//! ([`DeleteJob`], answered exactly once through its [`DeleteReply`]), and the pacing of the
+//! `--series-ttl` expiry sweep ([`ExpirySchedule`]).
 //!
 //! A delete is ordered like a write: under the write log it is appended as its own record
 //! (after every acknowledged write), the log thread queues it behind the writes before it,
-//! and the aggregator applies it in that order and answers the waiting request; replay
-//! applies the same record at the same place. The sweep visits a bounded slice of the store
-//! per tick on the aggregator thread, so a whole pass takes about `min(ttl / 10, 60 s)`
-//! and no tick holds the store lock for long. Nothing here does I/O, and the encoding
-//! never panics on any bytes.
+//! and the aggregator applies it in that order and hands the count to the job's reply,
+//! which carries it to wherever the request waits (nobody blocks on it here); replay
+//! applies the same record at the same place. The sweep visits a bounded slice of the
+//! store per tick on the aggregator thread, so a whole pass takes about
+//! `min(ttl / 10, 60 s)` and no tick holds the store lock for long. Nothing here does I/O,
+//! and the encoding never panics on any bytes.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::names::Tag;
@@ -147,40 +147,62 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Where the aggregator reports how many series a delete removed; the request waits here.
-#[derive(Debug, Default)]
+/// Why a delete that never reached the aggregator (or was dropped unapplied) was not
+/// applied, when nobody said more.
+pub const NOT_APPLIED: &str = "the delete was not applied (the server is shutting down or the aggregator stopped); retry later";
+
+/// Where a delete's answer goes, exactly once: the aggregator [`complete`]s it with the
+/// number of series removed, or whoever drops it unapplied (a log error, a closed queue,
+/// an aggregator gone) [`fail`]s it, and dropping it unanswered fails it with
+/// [`NOT_APPLIED`]. So a request waiting for it is never left waiting for ever, and this
+/// module knows nothing of where the answer goes (a reactor connection, a blocked thread).
+///
+/// [`complete`]: DeleteReply::complete
+/// [`fail`]: DeleteReply::fail
 pub struct DeleteReply {
-    deleted: Mutex<Option<u64>>,
-    done: Condvar,
+    to: Option<AnswerTo>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Takes a delete's count, or why it was not applied.
+type AnswerTo = Box<dyn FnOnce(Result<u64, String>) + Send>;
 
 impl DeleteReply {
-    /// The aggregator applied the delete.
-    pub fn complete(&self, deleted: u64) {
-        *lock(&self.deleted) = Some(deleted);
-        self.done.notify_all();
+    pub fn new(to: impl FnOnce(Result<u64, String>) + Send + 'static) -> DeleteReply {
+        DeleteReply {
+            to: Some(Box::new(to)),
+        }
     }
 
-    /// Waits until the delete is applied, at most until `deadline`.
-    pub fn wait(&self, deadline: Instant) -> Option<u64> {
-        let mut d = lock(&self.deleted);
-        loop {
-            if let Some(n) = *d {
-                return Some(n);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            d = self
-                .done
-                .wait_timeout(d, left)
-                .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+    /// The aggregator applied the delete.
+    pub fn complete(mut self, deleted: u64) {
+        if let Some(to) = self.to.take() {
+            to(Ok(deleted));
         }
+    }
+
+    /// The delete will not be applied, for this reason.
+    pub fn fail(mut self, why: String) {
+        if let Some(to) = self.to.take() {
+            to(Err(why));
+        }
+    }
+}
+
+impl Drop for DeleteReply {
+    fn drop(&mut self) {
+        if let Some(to) = self.to.take() {
+            to(Err(NOT_APPLIED.into()));
+        }
+    }
+}
+
+impl std::fmt::Debug for DeleteReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.to.is_some() {
+            "DeleteReply(waiting)"
+        } else {
+            "DeleteReply(answered)"
+        })
     }
 }
 
@@ -188,8 +210,17 @@ impl DeleteReply {
 #[derive(Debug)]
 pub struct DeleteJob {
     pub selector: Selector,
-    /// The waiting request; absent at replay.
-    pub reply: Option<std::sync::Arc<DeleteReply>>,
+    /// Where the answer goes; absent at replay.
+    pub reply: Option<DeleteReply>,
+}
+
+impl DeleteJob {
+    /// The delete will not be applied: its request is answered with `why`.
+    pub fn fail(self, why: String) {
+        if let Some(reply) = self.reply {
+            reply.fail(why);
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, as the store keeps last-write times (`u32`: until 2106).
@@ -302,13 +333,31 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_is_waited_for_until_a_deadline() {
-        let r = std::sync::Arc::new(DeleteReply::default());
-        assert_eq!(r.wait(Instant::now()), None);
-        let r2 = std::sync::Arc::clone(&r);
-        let t = std::thread::spawn(move || r2.wait(Instant::now() + Duration::from_secs(10)));
-        r.complete(3);
-        assert_eq!(t.join().expect("waiter"), Some(3));
+    fn a_reply_is_answered_exactly_once_also_when_dropped() {
+        use std::sync::{Arc, Mutex};
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let reply = || {
+            let got = Arc::clone(&got);
+            DeleteReply::new(move |r| got.lock().expect("test lock").push(r))
+        };
+        reply().complete(3);
+        reply().fail("log error".into());
+        drop(reply());
+        let job = DeleteJob {
+            selector: Selector::default(),
+            reply: Some(reply()),
+        };
+        job.fail("closed".into());
+        let got = got.lock().expect("test lock").clone();
+        assert_eq!(
+            got,
+            [
+                Ok(3),
+                Err("log error".into()),
+                Err(NOT_APPLIED.into()),
+                Err("closed".into())
+            ]
+        );
     }
 
     #[test]

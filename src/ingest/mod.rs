@@ -16,9 +16,11 @@
 //! store (under the same lock), so a snapshot knows exactly which records it covers.
 //!
 //! The aggregator thread also owns the series lifecycle (`lifecycle.rs`): it applies a
-//! `DELETE /series` in queue order (behind every write acknowledged before it) and answers
-//! the waiting request, and between batches it runs the `--series-ttl` sweep, a bounded
-//! slice of the store per tick.
+//! `DELETE /series` in queue order (behind every write acknowledged before it) and hands
+//! the count to the delete's reply (which carries it to the reactor or a waiting thread;
+//! the aggregator never waits for it), and between batches it runs the `--series-ttl`
+//! sweep, a bounded slice of the store per tick. If it panics, the queue is abandoned:
+//! every delete queued or still coming is answered `503` rather than left waiting.
 
 pub mod aggregator;
 pub mod batch;
@@ -39,7 +41,7 @@ pub use aggregator::SeriesStore;
 pub use batch::Batch;
 pub use queue::{Item, Queue, Queued, Refused};
 
-use lifecycle::{DeleteJob, DeleteReply, ExpirySchedule, Selector};
+use lifecycle::{DeleteJob, DeleteReply, ExpirySchedule};
 
 use crate::log_limit::SharedLogLimiter;
 use crate::stats::{QueueGauges, Stats, bump};
@@ -73,6 +75,8 @@ pub struct Pipeline {
     warn_full: SharedLogLimiter,
     /// `--series-ttl` (zero: off).
     series_ttl: Duration,
+    #[cfg(debug_assertions)]
+    debug_hold: DebugHold,
 }
 
 /// What the final drain did, for the shutdown summary.
@@ -114,6 +118,8 @@ impl Pipeline {
             aggregator: Mutex::new(None),
             warn_full: SharedLogLimiter::new(std::time::Duration::from_secs(10)),
             series_ttl,
+            #[cfg(debug_assertions)]
+            debug_hold: DebugHold::default(),
         });
         let p = Arc::clone(&pipeline);
         let handle = std::thread::Builder::new()
@@ -153,17 +159,20 @@ impl Pipeline {
     }
 
     /// `DELETE /series` without the log (`--memory-only`): queued behind every write
-    /// acknowledged so far, applied by the aggregator, and waited for (until `deadline`).
-    /// Returns the number of series removed, or `None` if the pipeline is shutting down or
-    /// the deadline passed.
-    pub fn delete(&self, selector: Selector, deadline: Instant) -> Option<u64> {
-        let reply = Arc::new(DeleteReply::default());
-        let job = DeleteJob {
-            selector,
-            reply: Some(Arc::clone(&reply)),
-        };
-        self.queue.try_push_delete(job).ok()?;
-        reply.wait(deadline)
+    /// acknowledged so far and applied by the aggregator, which answers `job`'s reply with
+    /// the number of series removed. Returns at once; once the pipeline is shutting down
+    /// the reply is answered with why not.
+    pub fn delete(&self, job: DeleteJob) {
+        if let Err((_, job)) = self.queue.try_push_delete(job) {
+            job.fail("the server is shutting down; retry later".into());
+        }
+    }
+
+    /// Debug builds only: the aggregator stops before its next batch for `hold` (zero:
+    /// goes on at once), so a test can keep writes unapplied and deletes unanswered.
+    #[cfg(debug_assertions)]
+    pub fn debug_hold_aggregator(&self, hold: Duration) {
+        self.debug_hold.set(hold);
     }
 
     /// Gives back the room of a reserved write whose append failed.
@@ -277,6 +286,9 @@ impl Pipeline {
     }
 
     fn aggregate_until_closed(&self) {
+        // A panic below drops the batches in hand (answering their deletes) and this guard
+        // abandons the queue, so no delete waits for an aggregator that is gone.
+        let _abandon = AbandonOnPanic(&self.queue);
         let mut batches: Vec<Queued> = Vec::with_capacity(APPLY_CHUNK);
         let mut expiry = ExpirySchedule::new(self.series_ttl, Instant::now());
         while self.queue.pop_into_until(
@@ -292,17 +304,19 @@ impl Pipeline {
             if batches.is_empty() {
                 continue;
             }
+            #[cfg(debug_assertions)]
+            self.debug_hold.wait();
             let mut applied = 0usize;
             let mut dropped = 0u64;
             let mut deleted = 0u64;
             // Answered once the counters say so too (no allocation without a delete).
-            let mut replies: Vec<(Arc<DeleteReply>, u64)> = Vec::new();
+            let mut replies: Vec<(DeleteReply, u64)> = Vec::new();
             let (series, collisions) = {
                 self.apply_waiting.store(true, Relaxed);
                 let mut store = lock(&self.store);
                 self.apply_waiting.store(false, Relaxed);
                 let mut last_lsn = 0;
-                for (item, lsn) in &batches {
+                for (item, lsn) in &mut batches {
                     match item {
                         Item::Write(b) => {
                             let outcome = store.apply(b);
@@ -312,8 +326,8 @@ impl Pipeline {
                         Item::Delete(job) => {
                             let n = store.delete(&job.selector);
                             deleted += n;
-                            if let Some(reply) = &job.reply {
-                                replies.push((Arc::clone(reply), n));
+                            if let Some(reply) = job.reply.take() {
+                                replies.push((reply, n));
                             }
                         }
                     }
@@ -355,6 +369,51 @@ impl Pipeline {
             let pl = &self.stats.pipeline;
             pl.series.store(series, Relaxed);
             bump(&pl.series_expired, expired);
+        }
+    }
+}
+
+/// Debug builds only (what the integration tests run): an aggregator held back until a
+/// deadline or a release ([`Pipeline::debug_hold_aggregator`]).
+#[cfg(debug_assertions)]
+#[derive(Default)]
+struct DebugHold {
+    until: Mutex<Option<Instant>>,
+    changed: std::sync::Condvar,
+}
+
+#[cfg(debug_assertions)]
+impl DebugHold {
+    fn set(&self, hold: Duration) {
+        *lock(&self.until) = (!hold.is_zero()).then(|| Instant::now() + hold);
+        self.changed.notify_all();
+    }
+
+    /// Returns once no hold is in force.
+    fn wait(&self) {
+        let mut until = lock(&self.until);
+        while let Some(t) = *until {
+            let left = t.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                *until = None;
+                break;
+            }
+            until = self
+                .changed
+                .wait_timeout(until, left)
+                .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+        }
+    }
+}
+
+/// Abandons the queue when the aggregator thread unwinds (see [`Queue::abandon`]).
+struct AbandonOnPanic<'a>(&'a Queue);
+
+impl Drop for AbandonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            log::error!("the aggregator thread panicked: refusing writes and deletes from now on");
+            self.0.abandon();
         }
     }
 }

@@ -52,6 +52,8 @@ struct Inner {
     /// Points admitted and not yet applied (queued plus being applied).
     points: usize,
     closed: bool,
+    /// The consumer is gone: nothing queued will ever be applied.
+    abandoned: bool,
     consumer_waiting: bool,
 }
 
@@ -75,6 +77,7 @@ impl Queue {
                 batches: VecDeque::new(),
                 points: 0,
                 closed: false,
+                abandoned: false,
                 consumer_waiting: false,
             }),
             ready: Condvar::new(),
@@ -134,12 +137,12 @@ impl Queue {
     }
 
     /// Queues a delete that is not logged (`--memory-only`), behind every write queued
-    /// before it; refused only once the queue is closed.
-    pub fn try_push_delete(&self, job: DeleteJob) -> Result<(), Refused> {
+    /// before it; refused (and handed back) only once the queue is closed.
+    pub fn try_push_delete(&self, job: DeleteJob) -> Result<(), (Refused, DeleteJob)> {
         let wake = {
             let mut q = lock(&self.inner);
             if q.closed {
-                return Err(Refused::Closed);
+                return Err((Refused::Closed, job));
             }
             q.batches.push_back((Item::Delete(job), 0));
             std::mem::take(&mut q.consumer_waiting)
@@ -153,6 +156,12 @@ impl Queue {
     fn push_item(&self, item: Item, lsn: u64) {
         let wake = {
             let mut q = lock(&self.inner);
+            if q.abandoned {
+                // Nobody will apply it: dropped (after the lock), which answers a delete.
+                drop(q);
+                drop(item);
+                return;
+            }
             q.batches.push_back((item, lsn));
             std::mem::take(&mut q.consumer_waiting)
         };
@@ -222,6 +231,21 @@ impl Queue {
     /// Refuses new batches from now on; the consumer drains what is queued, then stops.
     pub fn close(&self) {
         lock(&self.inner).closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The consumer is gone (it panicked): refuses everything from now on and drops what
+    /// is queued or arrives later, so a delete waiting in here is answered (its reply
+    /// fails when dropped) instead of waiting for ever.
+    pub fn abandon(&self) {
+        let dropped = {
+            let mut q = lock(&self.inner);
+            q.closed = true;
+            q.abandoned = true;
+            std::mem::take(&mut q.batches)
+        };
+        // Outside the lock: a dropped delete publishes its answer.
+        drop(dropped);
         self.ready.notify_all();
     }
 }
@@ -334,7 +358,38 @@ mod tests {
         assert!(matches!(out[1].0, Item::Delete(_)));
         assert_eq!(out[2].1, 9);
         q.close();
-        assert_eq!(q.try_push_delete(job()), Err(Refused::Closed));
+        assert!(matches!(
+            q.try_push_delete(job()),
+            Err((Refused::Closed, _))
+        ));
+    }
+
+    #[test]
+    fn an_abandoned_queue_drops_what_it_holds_and_what_comes_later() {
+        use crate::ingest::lifecycle::DeleteReply;
+        use std::sync::{Arc, Mutex};
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let job = || {
+            let answers = Arc::clone(&answers);
+            DeleteJob {
+                selector: Default::default(),
+                reply: Some(DeleteReply::new(move |r| {
+                    answers.lock().expect("test lock").push(r.is_err())
+                })),
+            }
+        };
+        let q = Queue::new(2);
+        q.try_push_delete(job()).unwrap();
+        q.abandon();
+        q.push_logged_delete(job(), 3);
+        assert!(matches!(
+            q.try_push_delete(job()),
+            Err((Refused::Closed, _))
+        ));
+        // Two failed by being dropped; the refused one is handed back (dropped here).
+        assert_eq!(*answers.lock().expect("test lock"), [true, true, true]);
+        let mut out = Vec::new();
+        assert!(!q.pop_into(&mut out, 10));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One connection served end to end on one thread with a blocking socket: read, run the
 //! HTTP engine, write, and carry out the connection [`Lifecycle`]'s actions, mapping its
-//! deadlines onto `SO_RCVTIMEO`/`SO_SNDTIMEO`. A write waiting for the log blocks this
-//! thread on its own [`Waiter`]. Shared by both comparison models.
+//! deadlines onto `SO_RCVTIMEO`/`SO_SNDTIMEO`. A held answer (a write waiting for the log,
+//! a `DELETE /series` waiting for the aggregator) blocks this thread on its own
+//! [`Waiter`]. Shared by both comparison models.
 
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
@@ -12,9 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::app::App;
 use crate::app::Local;
-use crate::durable::{LOG_UNAVAILABLE, Ticket, Waiter, after_ack};
+use crate::durable::{self, Deferred, HeldAnswer, Outcome, Ticket, Waiter, write_outcome};
 use crate::http::exchange::{self, Exchange, Progress};
-use crate::http::service::Service;
 use crate::net::errors::{interrupted, io_reason, timed_out};
 use crate::net::lifecycle::{Actions, Buffered, Ctx, Lifecycle, Next, Refusal, Timeouts};
 use crate::stats::bump;
@@ -221,56 +221,41 @@ impl Conn<'_> {
         }
     }
 
-    /// After the engine: a write answered with a deferred `204` is appended to the log, and
-    /// this thread waits for the log's answer, then counts the `204` or replaces it with a
-    /// `503`. Returns what the connection does next.
+    /// After the engine: a held answer's work is started (a write appended to the log, a
+    /// delete to the log or the queue) and this thread waits for its outcome (these models
+    /// block a thread per connection anyway), then counts the held `204` or writes the
+    /// answer that replaces it. Returns what the connection does next.
     fn await_durable(&mut self, progress: Progress, t: &mut ServeThread) -> Progress {
-        let deferred = t.local.durable.take();
+        let deferred = t.local.deferred.take();
         let Progress::AwaitDurable { close } = progress else {
-            // Only a panic after the handler leaves a write here: it was not answered 204.
+            // Only a panic after the handler leaves work here: it was not answered.
             if let Some(d) = deferred {
-                self.app.pipeline.unreserve(d.batch.len());
+                self.app.pipeline.unreserve(d.reserved_points());
             }
             return progress;
         };
         let more = !self.input.is_empty() || !self.ex.is_idle();
-        let (v2, result) = match (&self.app.durable, deferred) {
-            (Some(durable), Some(d)) => {
-                let ticket = Ticket::Waiter(Arc::clone(&t.waiter));
-                let v2 = d.v2;
-                durable.append(&self.app.pipeline, ticket, d);
-                let result = t.waiter.wait(|| self.stop.forced());
-                if result.is_err() && self.stop.forced() {
-                    // Its answer may still come: the next append gets a waiter of its own.
-                    t.waiter = Arc::new(Waiter::default());
-                }
-                (v2, result.map_err(|e| e.to_string()))
+        let held = HeldAnswer::new(deferred.as_ref(), close, more);
+        let is_delete = matches!(deferred, Some(Deferred::Delete(_)));
+        durable::start(self.app, deferred, Ticket::Waiter(Arc::clone(&t.waiter)));
+        let outcome = t.waiter.wait(|| self.stop.forced()).unwrap_or_else(|| {
+            // Its answer may still come: the next request gets a waiter of its own.
+            t.waiter = Arc::new(Waiter::default());
+            let why = "gave up waiting at a forced shutdown";
+            if is_delete {
+                Outcome::NotDeleted(why.into())
+            } else {
+                Outcome::Refused(Arc::new(io::Error::other(why)))
             }
-            _ => {
-                log::error!("thread={}: a deferred answer without a write", t.slot);
-                (false, Err("no write".to_string()))
-            }
-        };
-        match &result {
-            Ok(()) => Service::count_response(self.app, 204),
-            Err(e) => {
-                log::debug!("thread={} write refused by the log: {}", t.slot, e);
-                self.output.clear();
-                t.local.set_time(SystemTime::now());
-                let path = if v2 { "/api/v2/write" } else { "/write" };
-                let shape = self.app.path_error_shape(Some(path));
-                exchange::write_io_error_shaped(
-                    self.app,
-                    shape,
-                    &mut t.local.writer,
-                    503,
-                    LOG_UNAVAILABLE,
-                    true,
-                    &mut self.output,
-                );
-            }
-        }
-        after_ack(result.is_ok(), close, more)
+        });
+        write_outcome(
+            self.app,
+            &mut t.local.writer,
+            held,
+            &outcome,
+            &mut self.output,
+            &format_args!("thread={}", t.slot),
+        )
     }
 
     /// Answers a request that timed out (or a refused connection) without the engine.

@@ -10,9 +10,11 @@
 //!   value* to a worker (at most one job per connection in flight);
 //! * **write** — when a worker's completion comes back (one `Waker` wake per batch), write
 //!   the response until the kernel pushes back; only then register `WRITABLE` interest. A
-//!   write's `204` is held until the write log acknowledges the write (a second completion
-//!   list, woken the same way): the connection stays in flight meanwhile, and a log error
-//!   replaces the `204` with a `503`;
+//!   held answer waits for its ack on a second completion list, woken the same way: a
+//!   write's `204` until the write log has the write (a log error replaces it with a
+//!   `503`), a `DELETE /series` until the aggregator applied it (the ack carries the
+//!   count, written as `200 {"deleted":N}`). The connection stays in flight meanwhile;
+//!   nothing here waits for it;
 //! * **deadlines** — header, body, idle, write and linger timeouts from the timer wheel.
 //!
 //! What happens to a connection next is never decided here: each event is fed to the
@@ -35,10 +37,9 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::app::App;
-use crate::durable::{Ack, LOG_UNAVAILABLE, after_ack};
+use crate::durable::{Ack, write_outcome};
 use crate::http::ResponseWriter;
-use crate::http::exchange::{self, Progress};
-use crate::http::service::Service;
+use crate::http::exchange::Progress;
 use crate::log_limit::LogLimiter;
 use crate::net::connection::{Connection, WriteOutcome, io_flags};
 use crate::net::errors::{interrupted, io_reason, is_fd_exhaustion, would_block};
@@ -650,8 +651,9 @@ impl Reactor {
         }
     }
 
-    /// The write log took (or refused) a connection's write: send the held `204`, or
-    /// replace it with a `503`, and let the lifecycle go on.
+    /// A connection's held answer is ready (the log took or refused its write, the
+    /// aggregator applied its delete or it failed): send the held `204`, or the answer
+    /// that replaces it, and let the lifecycle go on.
     fn on_ack(&mut self, ack: Ack, now: Instant) {
         let t = ack.conn;
         let key = t.token;
@@ -663,34 +665,19 @@ impl Reactor {
             // The connection closed meanwhile (a forced shutdown); its slot may be reused.
             return;
         };
-        match &ack.result {
-            Ok(()) => Service::count_response(&*self.app, 204),
-            Err(e) => {
-                log::debug!("token={} write refused by the log: {}", key, e);
-                let mut out = std::mem::take(&mut c.output);
-                out.clear();
-                self.writer.set_time(SystemTime::now());
-                let path = if t.v2 { "/api/v2/write" } else { "/write" };
-                let shape = self.app.path_error_shape(Some(path));
-                exchange::write_io_error_shaped(
-                    &self.app,
-                    shape,
-                    &mut self.writer,
-                    503,
-                    LOG_UNAVAILABLE,
-                    true,
-                    &mut out,
-                );
-                let c = &mut self.conns[key];
-                c.output = out;
-                c.written = 0;
-            }
-        }
-        let progress = after_ack(ack.result.is_ok(), t.close, t.more);
+        let progress = write_outcome(
+            &self.app,
+            &mut self.writer,
+            t.held,
+            &ack.outcome,
+            &mut c.output,
+            &format_args!("token={key}"),
+        );
+        c.written = 0;
         if let Progress::NeedMore { min_len, .. } = progress {
             // What the engine asked for before this request (its body, say) no longer
             // applies: the next request may be a single byte away.
-            self.conns[key].min_len = u32::try_from(min_len).unwrap_or(u32::MAX);
+            c.min_len = u32::try_from(min_len).unwrap_or(u32::MAX);
         }
         self.feed(key, now, |life, _, ctx| life.on_complete(progress, ctx));
     }

@@ -12,10 +12,12 @@
 //! panics is answered `500` and closed (`process_catching`): every job taken comes back as
 //! a completion, so no connection is left waiting for ever.
 //!
-//! A write answered with a deferred `204` (`Progress::AwaitDurable`) is appended to the
-//! write log by the worker *after* its completion is published, so the reactor always
-//! has the completion before the log's acknowledgement can reach it. The reactor takes
-//! acknowledgements first and completions second, and handles them in the opposite order.
+//! A request answered with a held reply (`Progress::AwaitDurable`: a write's `204`, a
+//! `DELETE /series`) has its work started by the worker *after* its completion is
+//! published (the write appended to the log, the delete to the log or the queue), so the
+//! reactor always has the completion before the answer (from the log thread or the
+//! aggregator) can reach it. The reactor takes answers first and completions second, and
+//! handles them in the opposite order. A worker never waits for that work.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +27,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::app::App;
 use crate::app::Local;
-use crate::durable::{Ack, ConnTicket, DeferredWrite, LOG_UNAVAILABLE, Ticket};
+use crate::durable::{self, Ack, ConnTicket, Deferred, HeldAnswer, Ticket};
 use crate::http::exchange::{self, Exchange, Progress};
 use crate::net::doorbell::Doorbell;
 use crate::stats::bump;
@@ -83,9 +85,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl WorkerPool {
     pub fn start(workers: usize, app: Arc<App>, waker: Arc<mio::Waker>) -> std::io::Result<Self> {
         let bell = Arc::new(Doorbell::new(waker));
-        if let Some(durable) = &app.durable {
-            durable.acks().attach(Arc::clone(&bell));
-        }
+        app.acks.attach(Arc::clone(&bell));
         let shared = Arc::new(Shared {
             queue: Mutex::new(JobQueue {
                 jobs: VecDeque::with_capacity(1024),
@@ -133,15 +133,13 @@ impl WorkerPool {
         }
     }
 
-    /// Moves every log acknowledgement into `acks`, then every completion into `into`.
-    /// In that order: a job's completion is published before its write is appended, so
+    /// Moves every held answer's ack into `acks`, then every completion into `into`.
+    /// In that order: a job's completion is published before its work is started, so
     /// every ack taken has its completion taken with it or before. Clears the wake flag
     /// first (see [`Doorbell`]).
     pub fn take_completions(&self, acks: &mut Vec<Ack>, into: &mut Vec<Done>) {
         self.shared.bell.taken();
-        if let Some(durable) = &self.shared.app.durable {
-            durable.acks().take(acks);
-        }
+        self.shared.app.acks.take(acks);
         if self.shared.done_len.load(Ordering::SeqCst) == 0 {
             return;
         }
@@ -158,14 +156,9 @@ impl WorkerPool {
     /// are already waiting (then poll without blocking).
     pub fn park(&self) -> bool {
         let shared = &self.shared;
-        shared.bell.park(|| {
-            shared.done_len.load(Ordering::SeqCst) > 0
-                || shared
-                    .app
-                    .durable
-                    .as_ref()
-                    .is_some_and(|d| d.acks().waiting())
-        })
+        shared
+            .bell
+            .park(|| shared.done_len.load(Ordering::SeqCst) > 0 || shared.app.acks.waiting())
     }
 
     /// Called by the reactor when its poll returned.
@@ -190,7 +183,7 @@ fn worker_loop(shared: &Shared, instance: u32) {
     let mut local = Local::new(instance);
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_CHUNK);
     let mut finished: Vec<Done> = Vec::with_capacity(MAX_CHUNK);
-    let mut appends: Vec<(ConnTicket, Option<DeferredWrite>)> = Vec::new();
+    let mut appends: Vec<(ConnTicket, Option<Deferred>)> = Vec::new();
     loop {
         {
             let mut q = lock(&shared.queue);
@@ -228,14 +221,14 @@ fn worker_loop(shared: &Shared, instance: u32) {
             }
             if last_publish.elapsed() >= PUBLISH_EVERY {
                 publish(shared, &mut finished, instance);
-                append_all(app, &mut appends);
+                start_all(app, &mut appends);
                 last_publish = Instant::now();
                 local.set_time(SystemTime::now());
             }
         }
         publish(shared, &mut finished, instance);
         // Only now: the completions of these jobs are published, so their acks come after.
-        append_all(app, &mut appends);
+        start_all(app, &mut appends);
     }
 }
 
@@ -255,26 +248,10 @@ fn give_back(shared: &Shared, jobs: &mut Vec<Job>) {
     }
 }
 
-/// Appends the deferred writes of published jobs to the write log.
-fn append_all(app: &App, appends: &mut Vec<(ConnTicket, Option<DeferredWrite>)>) {
-    let Some(durable) = &app.durable else {
-        appends.clear();
-        return;
-    };
-    for (conn, write) in appends.drain(..) {
-        match write {
-            Some(write) => durable.append(&app.pipeline, Ticket::Conn(conn), write),
-            None => {
-                // A deferred answer with no write behind it would be a handler bug: answer
-                // it as a failed write rather than leave the connection waiting.
-                log::error!("token={}: a deferred answer without a write", conn.token);
-                let err = std::sync::Arc::new(std::io::Error::other(LOG_UNAVAILABLE));
-                durable.acks().publish(&mut vec![Ack {
-                    conn,
-                    result: Err(err),
-                }]);
-            }
-        }
+/// Starts the deferred work of published jobs (see [`durable::start`]).
+fn start_all(app: &App, appends: &mut Vec<(ConnTicket, Option<Deferred>)>) {
+    for (conn, work) in appends.drain(..) {
+        durable::start(app, work, Ticket::Conn(conn));
     }
 }
 
@@ -304,12 +281,12 @@ fn publish(shared: &Shared, finished: &mut Vec<Done>, instance: u32) {
 
 /// Runs the engine over one job. A panic in it (a handler bug) is caught there: that
 /// connection gets a `500` and is closed, this worker and every other connection go on.
-/// A deferred write is put on `appends`, to be logged once this job's completion is out.
+/// Deferred work is put on `appends`, to be started once this job's completion is out.
 fn run_job(
     app: &App,
     local: &mut Local,
     mut job: Job,
-    appends: &mut Vec<(ConnTicket, Option<DeferredWrite>)>,
+    appends: &mut Vec<(ConnTicket, Option<Deferred>)>,
 ) -> Done {
     let progress = exchange::process_catching(
         app,
@@ -320,23 +297,22 @@ fn run_job(
         job.closing,
         Token(job.token),
     );
-    let deferred = local.durable.take();
+    let deferred = local.deferred.take();
     match progress {
         Progress::AwaitDurable { close } => {
+            let more = !job.input.is_empty() || !job.exchange.is_idle();
             let conn = ConnTicket {
                 token: job.token,
                 generation: job.generation,
-                v2: deferred.as_ref().is_some_and(|d| d.v2),
-                close,
-                more: !job.input.is_empty() || !job.exchange.is_idle(),
+                held: HeldAnswer::new(deferred.as_ref(), close, more),
             };
             appends.push((conn, deferred));
         }
-        // Only a panic after the handler can leave a write behind: it was not answered
-        // 204, so its queue room goes back.
+        // Only a panic after the handler can leave work behind: it was not started, and a
+        // write's queue room goes back.
         _ => {
             if let Some(d) = deferred {
-                app.pipeline.unreserve(d.batch.len());
+                app.pipeline.unreserve(d.reserved_points());
             }
         }
     }

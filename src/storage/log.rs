@@ -83,15 +83,23 @@ pub trait Sink: Send + 'static {
     fn apply_delete(&mut self, lsn: Lsn, job: DeleteJob) {
         let _ = (lsn, job);
     }
+    /// A delete whose group failed to be written: it will not be applied. By default
+    /// dropped (which answers its request with a generic reason).
+    fn refuse_delete(&mut self, job: DeleteJob, error: &AppendError) {
+        let _ = (job, error);
+    }
     /// Every append of one group, in LSN order. Drain it; wake the reactor once.
     fn complete(&mut self, group: &mut Vec<Completion<Self::Ticket>>);
 }
 
-/// An append refused because the log is closed; the caller gets its batch back.
+/// An append refused because the log is closed; the caller gets its batch (or delete)
+/// back.
 #[derive(Debug)]
 pub struct Closed<T> {
     pub ticket: T,
     pub batch: Batch,
+    /// Boxed: a selector is large, and this is the rare path.
+    pub delete: Option<Box<DeleteJob>>,
 }
 
 struct Append<T> {
@@ -286,6 +294,7 @@ impl<T: Send + 'static> Log<T> {
                 return Err(Closed {
                     ticket: append.ticket,
                     batch: append.batch,
+                    delete: append.delete.map(Box::new),
                 });
             }
             p.appends.push(append);
@@ -420,11 +429,16 @@ fn commit<T, S, F>(
                 );
             }
             let e = Arc::new(e);
-            done.extend(group.drain(..).map(|a| Completion {
-                ticket: a.ticket,
-                points: a.batch.len(),
-                result: Err(Arc::clone(&e)),
-            }));
+            for a in group.drain(..) {
+                if let Some(job) = a.delete {
+                    sink.refuse_delete(job, &e);
+                }
+                done.push(Completion {
+                    ticket: a.ticket,
+                    points: a.batch.len(),
+                    result: Err(Arc::clone(&e)),
+                });
+            }
         }
     }
     sink.complete(done);
