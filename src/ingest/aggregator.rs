@@ -2073,3 +2073,18 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod layout {
+    use super::*;
+
+    /// What a series costs is set by these sizes (docs/architecture.md, "The series
+    /// store"): a bigger one is a deliberate change, made here and in the docs together.
+    #[test]
+    fn series_layout_sizes() {
+        assert_eq!(std::mem::size_of::<LastValue>(), 16);
+        assert_eq!(std::mem::size_of::<FieldAgg>(), 64);
+        assert_eq!(std::mem::size_of::<Option<Group>>(), 104);
+        assert_eq!(std::mem::size_of::<Group>(), 104);
+    }
+}
