@@ -913,6 +913,119 @@ mod tests {
         text.lines().filter(|l| !l.starts_with('#')).collect()
     }
 
+    /// Renders in steps with the store changing between them, as a registered read
+    /// does: series added, some of them removed again, some of the first ones deleted.
+    #[test]
+    fn a_stepped_render_sees_every_lasting_series_once_while_the_store_changes() {
+        use crate::ingest::lifecycle::Selector;
+        let mut s = SeriesStore::new(usize::MAX);
+        let n = 3 * READ_SLICE_GROUPS + 100;
+        let mut points = Vec::new();
+        for i in 0..n {
+            // Plain (direct), a renamed tag key (collected), and two measurements that
+            // sanitise to one family (collected).
+            points.push((format!("cpu,host=h{i}"), "v"));
+            points.push((format!("mem,host.name=h{i}"), "used"));
+            points.push((
+                format!("{},k=h{i}", if i % 2 == 0 { "a-b" } else { "a.b" }),
+                "f",
+            ));
+        }
+        let as_points: Vec<(&str, i64, &[(&str, V<'_>)])> = points
+            .iter()
+            .map(|(k, f)| {
+                let fields: &[(&str, V<'_>)] = match *f {
+                    "v" => &[("v", V::F(1.0))],
+                    "used" => &[("used", V::F(2.0))],
+                    _ => &[("f", V::F(3.0))],
+                };
+                (k.as_str(), 1, fields)
+            })
+            .collect();
+        s.apply(&batch(&as_points));
+        let mut out = Vec::new();
+        let mut r = MetricsRender::new(&mut out);
+        s.begin_read();
+        let mut steps = 0;
+        loop {
+            let done = r.step(&s);
+            r.unlocked();
+            if done {
+                break;
+            }
+            steps += 1;
+            assert!(steps < 1000, "the render never finished");
+            // New series (seen or not), then one of them gone again, and one of the
+            // first series of each kind deleted (seen once or not at all).
+            let new: Vec<String> = (0..50)
+                .map(|j| format!("cpu,host=new{steps}_{j}"))
+                .collect();
+            let fresh: Vec<(&str, i64, &[(&str, V<'_>)])> = new
+                .iter()
+                .map(|k| (k.as_str(), 1, &[("v", V::F(9.0))][..]))
+                .collect();
+            s.apply(&batch(&fresh));
+            for sel in [
+                ("host", format!("new{steps}_0")),
+                ("host", format!("h{steps}")),
+                ("host.name", format!("h{steps}")),
+                ("k", format!("h{steps}")),
+            ] {
+                s.delete(&Selector {
+                    measurement: None,
+                    field: None,
+                    tags: vec![(sel.0.to_string(), sel.1)],
+                });
+            }
+        }
+        s.end_read();
+        let _ = r.finish(&[]);
+        let text = String::from_utf8(out).expect("utf-8");
+        check_exposition(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(steps >= 3, "several steps: {steps}");
+        let lines: Vec<&str> = samples(&text);
+        let mut seen = std::collections::HashMap::new();
+        for l in &lines {
+            *seen.entry(*l).or_insert(0) += 1;
+        }
+        assert!(seen.values().all(|&c| c == 1), "a sample written twice");
+        for i in steps + 1..n {
+            for want in [
+                format!("cpu_v{{host=\"h{i}\"}} 1"),
+                format!("mem_used{{host_name=\"h{i}\"}} 2"),
+                format!("a_b_f{{k=\"h{i}\"}} 3"),
+            ] {
+                assert!(seen.contains_key(want.as_str()), "missing {want}");
+            }
+        }
+        // The store tidied up after the read: a fresh render has no holes to show.
+        let after = render(&s, &[]);
+        assert!(!after.contains("new1_0"));
+    }
+
+    #[test]
+    fn plain_label_keys() {
+        use crate::ingest::aggregator::plain_labels;
+        for key in ["m", "m,a=1", "m,a=1,b=x y", "cpu,_a=1,host=h", "m,a=\"q\""] {
+            assert!(plain_labels(key.as_bytes()), "{key}");
+        }
+        for key in [
+            "m,b=1,a=2",
+            "m,a=1,a=2",
+            "m,a=",
+            "m,a",
+            "m,1a=x",
+            "m,__a=x",
+            "m,a.b=x",
+            "m,a=x\\ y",
+            "m\\ x,a=1",
+            "m,=x",
+        ] {
+            assert!(!plain_labels(key.as_bytes()), "{key}");
+        }
+        assert!(!plain_labels(b"m,a=\xff"));
+    }
+
     #[test]
     fn basic_gauges() {
         let s = store_of(&[(
