@@ -931,7 +931,7 @@ mod tests {
                 "f",
             ));
         }
-        let as_points: Vec<(&str, i64, &[(&str, V<'_>)])> = points
+        let as_points: Vec<TestPoint<'_>> = points
             .iter()
             .map(|(k, f)| {
                 let fields: &[(&str, V<'_>)] = match *f {
@@ -960,7 +960,7 @@ mod tests {
             let new: Vec<String> = (0..50)
                 .map(|j| format!("cpu,host=new{steps}_{j}"))
                 .collect();
-            let fresh: Vec<(&str, i64, &[(&str, V<'_>)])> = new
+            let fresh: Vec<TestPoint<'_>> = new
                 .iter()
                 .map(|k| (k.as_str(), 1, &[("v", V::F(9.0))][..]))
                 .collect();
