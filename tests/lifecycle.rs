@@ -508,35 +508,25 @@ fn a_delete_pipelined_behind_writes_is_answered_in_order(extra: &[&str]) {
     ));
     req.push_str(&raw("GET /health", "", ""));
     r.send(req.as_bytes());
+    // A DELETE's answer: its count and its `Connection` header.
+    let deleted = |r: &mut Reader, n: u64, connection: Option<&str>| {
+        let a = r.response();
+        assert_eq!(
+            (a.status, a.json()["deleted"].as_u64()),
+            (200, Some(n)),
+            "{}",
+            a.text()
+        );
+        assert_eq!(a.header("connection"), connection);
+    };
     assert_eq!(r.response().status, 204);
-    let a = r.response();
-    assert_eq!(
-        (a.status, a.json()["deleted"].as_u64()),
-        (200, Some(2)),
-        "{}",
-        a.text()
-    );
-    assert_eq!(a.header("connection"), None);
+    deleted(&mut r, 2, None);
     assert_eq!(r.response().status, 204);
-    let a = r.response();
-    assert_eq!(
-        (a.status, a.json()["deleted"].as_u64()),
-        (200, Some(1)),
-        "{}",
-        a.text()
-    );
-    assert_eq!(a.header("connection"), Some("keep-alive"));
+    deleted(&mut r, 1, Some("keep-alive"));
     let a = r.response();
     assert_eq!(a.status, 200);
     assert_eq!(a.json()["series"], serde_json::json!([]), "{}", a.text());
-    let a = r.response();
-    assert_eq!(
-        (a.status, a.json()["deleted"].as_u64()),
-        (200, Some(1)),
-        "{}",
-        a.text()
-    );
-    assert_eq!(a.header("connection"), Some("close"));
+    deleted(&mut r, 1, Some("close"));
     // The GET /health after it is never answered.
     assert!(r.try_response_to(false).is_none());
     assert_eq!(series(s.addr), BTreeSet::new());
