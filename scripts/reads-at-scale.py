@@ -24,10 +24,12 @@ its last byte, prints its size, and samples the server's VmRSS every 2 ms while 
 small write (`lat,w=1 v=1`) every 1/rate seconds on one keep-alive connection, open loop:
 each write's latency is measured from when it was *due*, so a stall shows up in every write
 that was due during it; with `--reader PATH` another connection reads PATH in a loop the
-whole time; with `--flood` a third connection posts 10,000-point bodies back to back (the
+whole time (`--readers N`: N connections, each in a loop, as an HA pair of Prometheus
+servers scraping one target would); with `--flood` a third connection posts 10,000-point bodies back to back (the
 same 10,000 series over and over), to see whether the queue fills while a read holds up
 the aggregator (its 503s are counted). Prints p50/p99/p999/max and how many writes were
-not answered 204. With `--visible`, a fourth connection polls `/stats` and notes when
+not answered 204; writes still unsent `--late-limit` seconds after the last was due are
+given up, counted, and their latency taken as a lower bound (due until given up). With `--visible`, a fourth connection polls `/stats` and notes when
 each acknowledged write is counted in `points_aggregated` (applied to the store, so
 `/metrics` can show it); that delay is reported too, from when the write was due: the
 aggregator waits for the store lock, a write's 204 does not.
@@ -168,7 +170,7 @@ def render(args):
             f"run {run}: {args.path} {r.status} {enc} {len(body) / 1e6:.2f} MB in "
             f"{(t1 - t0) * 1e3:.0f} ms (first byte {(first - t0) * 1e3:.0f} ms); "
             f"RSS before {base / 1024:.0f} MiB, peak +{(peak[0] - base) / 1024:.0f} MiB, "
-            f"after +{(after - base) / 1024:.0f} MiB; {series} series"
+            f"after {(after - base) / 1024:+.0f} MiB; {series} series"
         )
         record(
             args, "render", path=args.path, run=run, status=r.status, encoding=enc,
@@ -191,6 +193,7 @@ def latency(args):
     wpath = write_path(args)
     stop = threading.Event()
     reads = [0, 0.0, 0]  # reads, their total time, answers other than 200
+    counted = threading.Lock()
 
     def reader():
         c = conn(args.target, timeout=600)
@@ -201,9 +204,10 @@ def latency(args):
             c.request("GET", reader_path, headers=headers)
             r = c.getresponse()
             r.read()
-            reads[0] += 1
-            reads[1] += time.monotonic() - t0
-            reads[2] += r.status != 200
+            with counted:
+                reads[0] += 1
+                reads[1] += time.monotonic() - t0
+                reads[2] += r.status != 200
 
     flood = [0, 0]
 
@@ -221,11 +225,12 @@ def latency(args):
     if args.flood:
         fl = threading.Thread(target=flooder)
         fl.start()
-    th = None
+    ths = []
     if args.reader:
-        th = threading.Thread(target=reader)
-        th.start()
-        time.sleep(0.5)  # let the first read start
+        ths = [threading.Thread(target=reader) for _ in range(args.readers)]
+        for th in ths:
+            th.start()
+        time.sleep(0.5)  # let the first reads start
     c = conn(args.target)
     interval = 1.0 / args.rate
     total = int(args.seconds * args.rate)
@@ -263,9 +268,19 @@ def latency(args):
         wt = threading.Thread(target=watcher)
         wt.start()
     start = time.monotonic()
+    # One connection sends the writes one after the other: if each waits long (a write
+    # stuck behind reads), sending all of them would take many times --seconds. Past
+    # --late-limit seconds after the last one was due, the rest are not sent; their
+    # latency counts from when each was due to then (a lower bound).
+    give_up = start + args.seconds + args.late_limit
+    unsent = 0
     for i in range(total):
         due = start + i * interval
         now = time.monotonic()
+        if now > give_up:
+            unsent = total - i
+            lat.extend(now - (start + j * interval) for j in range(i, total))
+            break
         if now < due:
             time.sleep(due - now)
         c.request("POST", wpath, body=b"lat,w=1 v=1\n")
@@ -280,15 +295,17 @@ def latency(args):
     if wt:
         wt.join()
     stop.set()
-    for t in (th, fl):
+    for t in ths + [fl]:
         if t:
             t.join()
     lat.sort()
     ms = lambda x: f"{x * 1e3:.2f}"
     print(
         f"writes {len(lat)} at {args.rate}/s, reader {args.reader or '-'}"
+        f"{f' x{args.readers}' if args.reader and args.readers > 1 else ''}"
         f"{' (gzip)' if args.gzip else ''}: p50 {ms(pct(lat, 50))} ms, p99 {ms(pct(lat, 99))} ms, "
-        f"p999 {ms(pct(lat, 99.9))} ms, max {ms(lat[-1])} ms, not 204: {bad}; "
+        f"p999 {ms(pct(lat, 99.9))} ms, max {ms(lat[-1])} ms, not 204: {bad}, "
+        f"not sent (given up): {unsent}; "
         f"reads {reads[0]} ({reads[2]} not 200), mean {ms(reads[1] / max(reads[0], 1))} ms"
         + (f"; flood bodies 204: {flood[0]}, refused: {flood[1]}" if args.flood else "")
     )
@@ -299,8 +316,10 @@ def latency(args):
             f"p999 {ms(pct(vis, 99.9))} ms, max {ms(vis[-1])} ms"
         )
     record(
-        args, "latency", reader=args.reader, gzip=args.gzip, writes=len(lat),
-        p50=pct(lat, 50), p99=pct(lat, 99), max=lat[-1], not_204=bad, reads=reads[0],
+        args, "latency", reader=args.reader, readers=args.readers if args.reader else 0,
+        gzip=args.gzip, writes=len(lat),
+        p50=pct(lat, 50), p99=pct(lat, 99), max=lat[-1], not_204=bad, unsent=unsent,
+        reads=reads[0],
         read_mean=reads[1] / max(reads[0], 1), reads_not_200=reads[2],
     )
 
@@ -369,17 +388,20 @@ def table(args):
             first = prev[0] if prev else r
             cells.setdefault(key, {})[label] = (first, runs, enc)
         elif what == "latency":
-            key = "latency " + ("reads" if r["reader"] else "alone")
+            key = "latency " + ("alone" if not r["reader"] else
+                                "reads" if r.get("readers", 1) == 1 else "reads2")
             if not r["reader"]:
                 lat_base[label] = r["p99"]
             put(key, label,
                 f"{ms(r['p50'])} / {ms(r['p99'])} / {ms(r['max'])} ms"
                 + (f", {r['not_204']} not 204" if r["not_204"] else "")
+                + (f", **{r['unsent']} of {r['writes']} not sent**" if r.get("unsent") else "")
                 + (f" ({r['reads']} reads, mean {r['read_mean']:.2f} s"
                    + (f", {r['reads_not_200']} not 200" if r.get("reads_not_200") else "")
                    + ")" if r["reader"] else ""))
             if r["reader"] and label in lat_base and lat_base[label] > 0:
-                put("ratio", label, f"{r['p99'] / lat_base[label]:.1f}×")
+                key = "ratio" if r.get("readers", 1) == 1 else "ratio2"
+                put(key, label, f"{r['p99'] / lat_base[label]:.1f}×")
     for key in ("render plain", "render gzip"):
         for label, (first, runs, enc) in list(cells.get(key, {}).items()):
             cells[key][label] = (
@@ -394,6 +416,8 @@ def table(args):
         ("latency alone", "1-point write p50 / p99 / max, nothing else running"),
         ("latency reads", "1-point write p50 / p99 / max, gzip scrapes in a loop"),
         ("ratio", "write p99 during scrapes / alone"),
+        ("latency reads2", "1-point write p50 / p99 / max, two gzip scrapers in a loop each"),
+        ("ratio2", "write p99 during two scrapers / alone"),
     ]
     print("| | " + " | ".join(labels) + " |")
     print("|---|" + "---|" * len(labels))
@@ -415,7 +439,9 @@ def main():
     p.add_argument("--gzip", action="store_true")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--reader")
+    p.add_argument("--readers", type=int, default=1)
     p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--late-limit", type=float, default=30)
     p.add_argument("--rate", type=float, default=50)
     p.add_argument("--flood", action="store_true")
     p.add_argument("--visible", action="store_true")

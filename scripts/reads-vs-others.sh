@@ -5,12 +5,14 @@
 # (`m,host=h<i> v=1`, 10,000-line bodies on one connection), then measured with
 # scripts/reads-at-scale.py: RSS per series once RSS is stable, the scrape of every series
 # (plain and gzip: time, size, peak extra RSS), and 1-point write latency (open loop, from
-# when each write was due) alone and while gzip scrapes run in a loop. Each server is
-# stopped by PID (also on exit or error) before the next starts. Prints a markdown table.
+# when each write was due) alone, while gzip scrapes run in a loop on one connection, and
+# on two (writes still unsent 30 s after the last was due are given up and counted). Each
+# server is stopped by PID (also on exit or error) before the next starts. Prints a
+# markdown table.
 #   scripts/reads-vs-others.sh [SERIES] [OUT_DIR] [SERVERS]
 # SERVERS: any of "ms-memory ms-log victoria influx" (default: all four, in that order).
 # Build first: cargo build --release (uses $CARGO_TARGET_DIR/release/metricstream).
-# About 7 minutes for 1 M series on 2 cores, most of it InfluxDB's load and scrapes.
+# About 8-9 minutes for 1 M series on 2 cores, most of it InfluxDB's load and scrapes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 series=${1:-1000000}
@@ -111,6 +113,8 @@ EOF
   python3 $S render "${a[@]}" --pid "$pid" --runs "$n"
   python3 $S latency "${a[@]}" --seconds "$alone"
   python3 $S latency "${a[@]}" --seconds "$busy" --reader scrape --gzip
+  # Two scrapers, as an HA pair of Prometheus servers scraping one target would.
+  python3 $S latency "${a[@]}" --seconds "$busy" --reader scrape --gzip --readers 2
   stop "$pid"; pid=""
   rm -rf "$dir"
 }
