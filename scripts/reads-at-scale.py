@@ -396,12 +396,13 @@ def table(args):
                 f"{ms(r['p50'])} / {ms(r['p99'])} / {ms(r['max'])} ms"
                 + (f", {r['not_204']} not 204" if r["not_204"] else "")
                 + (f", **{r['unsent']} of {r['writes']} not sent**" if r.get("unsent") else "")
-                + (f" ({r['reads']} reads, mean {r['read_mean']:.2f} s"
+                + (f" (reads: {r['reads']}, mean {r['read_mean']:.2f} s"
                    + (f", {r['reads_not_200']} not 200" if r.get("reads_not_200") else "")
                    + ")" if r["reader"] else ""))
             if r["reader"] and label in lat_base and lat_base[label] > 0:
                 key = "ratio" if r.get("readers", 1) == 1 else "ratio2"
-                put(key, label, f"{r['p99'] / lat_base[label]:.1f}×")
+                x = r["p99"] / lat_base[label]
+                put(key, label, f"{x:,.0f}×" if x >= 10 else f"{x:.1f}×")
     for key in ("render plain", "render gzip"):
         for label, (first, runs, enc) in list(cells.get(key, {}).items()):
             cells[key][label] = (
