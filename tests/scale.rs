@@ -18,8 +18,8 @@
 mod common;
 
 use std::io::Read;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -228,6 +228,15 @@ fn read_loop(
     took
 }
 
+/// Sets its flag when dropped, on success and on panic alike.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn reads_while_writing(args: &[&str]) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let n = series_wanted();
@@ -235,7 +244,7 @@ fn reads_while_writing(args: &[&str]) {
     eprintln!("server {args:?}, {n} series");
     fill(&s, n);
 
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = AtomicBool::new(false);
     let (writes, scrapes, series_reads) = thread::scope(|scope| {
         let scrapes = scope.spawn(|| {
             read_loop(&s, &stop, "/metrics", "Accept-Encoding: gzip\r\n", |r| {
@@ -254,6 +263,9 @@ fn reads_while_writing(args: &[&str]) {
             })
         });
 
+        // The readers stop when the writes are done, and also when the writer panics (a
+        // scope waits for every thread: readers left looping would hold the failure up).
+        let stop_readers = StopOnDrop(&stop);
         // Open loop: write k is due at start + k * WRITE_EVERY whatever happened to write
         // k - 1, and its latency counts from then.
         let mut w = keep_alive(&s);
@@ -274,7 +286,7 @@ fn reads_while_writing(args: &[&str]) {
             latencies.push(due.elapsed());
             assert_eq!(resp.status, 204, "small write {k}: {}", resp.text());
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stop_readers);
         let scrapes = scrapes.join().expect("the /metrics reader");
         let series_reads = series_reads.join().expect("the /series reader");
         (latencies, scrapes, series_reads)
