@@ -394,7 +394,9 @@ impl Lifecycle {
                     Then::Read(phase)
                 }
             }
-            Progress::WriteFirst => Then::Dispatch(previous),
+            // The next part of a streamed body is produced like the next pipelined
+            // request is answered: once this output is written, by the engine again.
+            Progress::WriteFirst | Progress::Streaming => Then::Dispatch(previous),
             Progress::Close { linger: true } => Then::Linger,
             Progress::Close { linger: false } | Progress::AwaitDurable { .. } => Then::Close,
         };
