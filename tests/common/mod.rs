@@ -452,6 +452,30 @@ impl Reader {
     }
 }
 
+/// The body of a chunked message (`raw` starts at its first chunk-size line and holds the
+/// whole message); panics on bad framing or a missing last chunk.
+pub fn decode_chunked(raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut pos = 0;
+    loop {
+        let line = raw[pos..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk-size line");
+        let text = String::from_utf8_lossy(&raw[pos..pos + line]).into_owned();
+        let size = usize::from_str_radix(text.trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {text:?}"));
+        let data = pos + line + 2;
+        assert_eq!(&raw[data + size..data + size + 2], b"\r\n", "chunk ends");
+        body.extend_from_slice(&raw[data..data + size]);
+        pos = data + size + 2;
+        if size == 0 {
+            assert_eq!(pos, raw.len(), "bytes after the last chunk");
+            return body;
+        }
+    }
+}
+
 /// One request on a fresh connection; returns the first response.
 pub fn request(addr: SocketAddr, raw: &str) -> Response {
     request_bytes(addr, raw.as_bytes())
