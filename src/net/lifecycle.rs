@@ -9,7 +9,9 @@
 //! when `TCP_NODELAY` is set, what a shutdown does to an idle or a busy connection. The
 //! I/O layer reports what happened (`on_read`, `on_complete`, `on_written`,
 //! `on_write_blocked`, `on_deadline`, `on_shutdown`) and carries out the [`Actions`] the
-//! transition returns, in the order documented there.
+//! transition returns, in the order documented there. The parts of a streamed body follow
+//! the path of pipelined requests past the high-water mark: write, then hand the
+//! connection to the engine again without reading.
 //!
 //! It must never touch a socket, a buffer or a clock: time comes in through [`Ctx`], byte
 //! counts through the arguments, and actions go out by value (no allocation: this runs for
