@@ -507,3 +507,54 @@ impl QueueGauges for Pipeline {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read of `total` steps that looks at nothing.
+    struct Steps {
+        taken: usize,
+        total: usize,
+    }
+
+    impl SteppedRead for Steps {
+        fn step(&mut self, _: &SeriesStore) -> bool {
+            self.taken += 1;
+            self.taken >= self.total
+        }
+    }
+
+    #[test]
+    fn a_stepped_reader_goes_on_across_calls_and_is_ended_however_it_goes() {
+        let p = Pipeline::start(1000, 1000, Duration::ZERO, Arc::new(Stats::default()))
+            .expect("pipeline");
+        let mut reader = SteppedReader::new(Arc::clone(&p));
+        let mut read = Steps { taken: 0, total: 5 };
+        assert!(!reader.advance(&mut read, |r| r.taken % 2 == 0));
+        assert_eq!(read.taken, 2);
+        assert!(!reader.advance(&mut read, |r| r.taken % 2 == 0));
+        assert!(reader.advance(&mut read, |_| false));
+        assert_eq!(read.taken, 5);
+        // Complete stays complete.
+        assert!(reader.advance(&mut read, |_| false));
+        assert_eq!(read.taken, 5);
+        // Dropped with the lock free: ended at once.
+        drop(reader);
+        assert_eq!(p.reads_ended_late.load(Relaxed), 0);
+        // Dropped while the store is locked elsewhere (the reactor must not wait): left to
+        // the aggregator, which ends it on its next turn.
+        let abandoned = SteppedReader::new(Arc::clone(&p));
+        let held = p.store();
+        drop(abandoned);
+        assert_eq!(p.reads_ended_late.load(Relaxed), 1);
+        drop(held);
+        p.offer(Batch::default()).expect("an empty batch queued");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.reads_ended_late.load(Relaxed) != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(p.reads_ended_late.load(Relaxed), 0);
+        p.drain_and_stop();
+    }
+}
