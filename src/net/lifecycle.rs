@@ -668,6 +668,31 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_body_is_written_a_part_at_a_time_and_a_shutdown_lets_it_finish() {
+        let now = Instant::now();
+        let mut l = dispatched(now, 30);
+        for _ in 0..3 {
+            let a = l.on_complete(Progress::Streaming, &ctx(now));
+            assert_eq!(a.next, Next::Write);
+            assert_eq!(a.arm, None);
+            assert!(!l.wants_request());
+            // Written: the engine makes the next part, nothing is read meanwhile.
+            assert_eq!(l.on_written(buf(0, 1), &ctx(now)).next, Next::Dispatch);
+            assert!(l.is_in_flight());
+            // A shutdown does not cut it short.
+            assert_eq!(l.on_shutdown(), Actions::default());
+        }
+        // A client that stops reading: the write deadline, then a quiet close.
+        let _ = l.on_complete(Progress::Streaming, &ctx(now));
+        let a = l.on_write_blocked(&ctx(now));
+        assert_eq!(a.arm, Some(now + T.body));
+        assert_eq!(
+            l.on_deadline(&ctx(now + T.body)),
+            close(Reason::WriteTimeout)
+        );
+    }
+
+    #[test]
     fn a_blocked_write_watches_writability_and_restores_the_phase_deadline() {
         let now = Instant::now();
         let mut l = dispatched(now, 10);
