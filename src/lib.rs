@@ -32,7 +32,9 @@
 //! with blocking sockets around the same engine and the same connection lifecycle);
 //! `durable.rs` carries a held answer's work from its route (a write to the log, a
 //! `DELETE /series` through the log to the aggregator) and its outcome back to the reactor,
-//! which no server thread waits for;
+//! which no server thread waits for; `GET /metrics` is answered with a streamed body
+//! (`http/stream.rs`, `read/scrape.rs`), rendered a part per worker job, each part once the
+//! previous one was written;
 //! `stats.rs` declares every counter once; `tuning.rs` holds every tuning constant;
 //! `names.rs` the Prometheus naming rules. docs/architecture.md has a table of every file.
 

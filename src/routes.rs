@@ -9,7 +9,7 @@
 //! reused per-thread buffer and return a [`Reply`]; the engine encodes it. Nothing here
 //! does I/O.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::app::{App, Local};
@@ -395,27 +395,18 @@ fn stats(app: &App, local: &mut Local, _: &Request<'_>) -> Reply {
 }
 
 /// `GET /metrics`: the exposition, gzip-encoded when `Accept-Encoding` prefers it (as
-/// Prometheus always asks), with `Vary: Accept-Encoding` either way. The store is read
-/// in slices (writes go on meanwhile) and the text goes through the encoder in pieces, so
-/// the plain text of a gzip answer is never held whole.
-fn metrics(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
-    use crate::read::exposition::MetricsRender;
+/// Prometheus always asks), with `Vary: Accept-Encoding` either way. The body is streamed
+/// (`read/scrape.rs`): rendered a part at a time, each part once the previous one was
+/// written, from a read of the store in slices (writes go on meanwhile), so neither the
+/// text nor its gzip encoding is ever held whole.
+fn metrics(app: &App, _: &mut Local, req: &Request<'_>) -> Reply {
     let families = crate::stats::own_families(&app.stats, &app.info, &app.pipeline);
-    let mut reply = Reply::with_body(200, PROMETHEUS);
+    let gzip = req.head.accept_encoding.prefers_gzip();
+    let body = crate::read::scrape::metrics_body(Arc::clone(&app.pipeline), families, gzip);
+    let mut reply = Reply::stream(200, PROMETHEUS, body);
     reply.headers.push(("Vary", b"Accept-Encoding".to_vec()));
-    let body = &mut local.body;
-    if req.head.accept_encoding.prefers_gzip() {
-        // A scrape is compressed once and read once: the fast level.
-        let gz = flate2::write::GzEncoder::new(&mut *body, flate2::Compression::fast());
-        let mut render = MetricsRender::new(gz);
-        app.pipeline.read_steps(&mut render);
-        // Writing into a Vec cannot fail.
-        let _ = render.finish(&families).and_then(|mut gz| gz.try_finish());
+    if gzip {
         reply.headers.push(("Content-Encoding", b"gzip".to_vec()));
-    } else {
-        let mut render = MetricsRender::new(&mut *body);
-        app.pipeline.read_steps(&mut render);
-        let _ = render.finish(&families);
     }
     reply
 }

@@ -115,6 +115,12 @@ pub const EXPIRY_PASS_MAX: Duration = Duration::from_secs(60);
 /// the writes queued behind it, wait for one slice of a big read, never for all of it.
 pub const READ_SLICE_GROUPS: usize = 4096;
 
+/// Bytes a streamed response body (`/metrics`) aims to hand the connection per part: the
+/// most a streaming connection holds in user space besides what the kernel holds, and
+/// about 10 ms of plain rendering, so a part is a modest job for a worker. gzip parts are
+/// counted after compression (about ten times the text).
+pub const STREAM_PART: usize = 128 * 1024;
+
 /// Longest a sliced read waits between two slices for a waiting aggregator to take the
 /// store lock (it applies a chunk in well under this); bounded so a reader always goes on.
 pub const READ_YIELD_MAX: Duration = Duration::from_millis(20);

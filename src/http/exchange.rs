@@ -7,6 +7,13 @@
 //! the little state a half-received request needs in [`Exchange`], which travels with the
 //! connection by value, together with its input.
 //!
+//! A route may answer with a streamed body ([`Reply::stream`], `stream.rs`): the engine
+//! writes the head and the first part, keeps the body's source in the [`Exchange`] and
+//! reports [`Progress::Streaming`]; each later call (made once that output is written)
+//! appends the next part, until the last one, after which pipelined requests are answered
+//! as usual. So the next part is always produced by whoever runs the engine (a worker),
+//! never by the I/O layer, and only once the previous part left.
+//!
 //! What a request *means* is the [`Service`]'s business (`routes.rs` implements it for the
 //! app): the engine frames, the service admits, answers, shapes errors and counts. The
 //! engine owns no socket, reads no clock (the caller sets the time on its scratch) and
@@ -19,6 +26,7 @@ use std::time::SystemTime;
 use crate::http::request::{BodyFraming, HeadError, Method, RequestHead, Version, parse_head};
 use crate::http::response::ResponseWriter;
 use crate::http::service::{Limits, Reply, RouteId, Service};
+use crate::http::stream::{BodySource, Streaming};
 use crate::http::{ChunkError, ChunkedDecoder};
 use crate::tuning::OUTPUT_HIGH_WATER;
 
@@ -43,6 +51,10 @@ pub enum Progress {
     /// fine). The input may still start with bytes already answered, which the
     /// [`Exchange`] remembers: hand the two back together, or reset both.
     WriteFirst,
+    /// `output` ends with a part of a streamed body and more is to come: write it, then call
+    /// again without reading (newly read bytes may be appended to the input) for the next
+    /// part. The [`Exchange`] holds the body's source; dropping it drops the source.
+    Streaming,
     /// Write `output`, then close. `linger` when the client may still be sending (a refused
     /// body): half-close and drain briefly instead of resetting the connection, so the
     /// client gets to read the error.
@@ -71,12 +83,21 @@ enum Held {
     /// remaining bytes each time (see [`finish`]). Never together with a request: a call
     /// stops at the high-water mark only between requests.
     Answered(usize),
+    /// A streamed body with parts still to come; the input holds only what follows its
+    /// request.
+    Stream(Streaming),
 }
 
 impl Exchange {
     /// No request half received.
     pub fn is_idle(&self) -> bool {
         !matches!(self.held.as_deref(), Some(Held::Request(_)))
+    }
+
+    /// A streamed body is under way: the engine must be called again (without waiting
+    /// for input) once the output is written.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.held.as_deref(), Some(Held::Stream(_)))
     }
 
     /// Takes the answered prefix left by the last call (0 if none).
@@ -118,7 +139,7 @@ pub fn replay<S: Service>(svc: &S, reads: &[&[u8]], now: SystemTime) -> (Vec<u8>
     let mut min_len = 1;
     for read in reads {
         input.extend_from_slice(read);
-        while input.len() >= min_len && !input.is_empty() {
+        while ex.is_streaming() || (input.len() >= min_len && !input.is_empty()) {
             let progress = process(svc, &mut local, &mut ex, &mut input, &mut output, false);
             written.append(&mut output);
             match progress {
@@ -126,7 +147,7 @@ pub fn replay<S: Service>(svc: &S, reads: &[&[u8]], now: SystemTime) -> (Vec<u8>
                     min_len = m;
                     break;
                 }
-                Progress::WriteFirst => continue,
+                Progress::WriteFirst | Progress::Streaming => continue,
                 // No durable work in a socketless replay: the held answer stands as is.
                 Progress::AwaitDurable { close: false } => continue,
                 Progress::Close { .. } | Progress::AwaitDurable { close: true } => {
@@ -186,7 +207,13 @@ pub fn process_catching<S: Service, C: fmt::Display>(
             // request it was for, and everything pipelined after it.
             output.truncate(complete);
             input.clear();
+            let mid_body = ex.is_streaming();
             *ex = Exchange::default();
+            if mid_body {
+                // The head of a streamed answer is out: a 500 now would read as part of
+                // its body. Closing without the last chunk tells the client it is cut short.
+                return Progress::Close { linger: false };
+            }
             let shape = svc.path_error_shape(None);
             respond_error(svc, local, output, shape, 500, "internal server error");
             Progress::Close { linger: true }
@@ -230,7 +257,10 @@ fn finish(ex: &mut Exchange, input: &mut Vec<u8>, cursor: usize, progress: Progr
         Progress::WriteFirst if ex.held.is_none() && cursor < input.len() - cursor => {
             ex.held = Some(Box::new(Held::Answered(cursor)));
         }
-        Progress::WriteFirst | Progress::NeedMore { .. } | Progress::AwaitDurable { .. } => {
+        Progress::WriteFirst
+        | Progress::Streaming
+        | Progress::NeedMore { .. }
+        | Progress::AwaitDurable { .. } => {
             input.drain(..cursor);
         }
     }
@@ -252,6 +282,30 @@ fn serve<S: Service>(
 ) -> Progress {
     let limits = svc.limits();
     loop {
+        if let Some(Held::Stream(stream)) = ex.held.as_deref_mut() {
+            if output.len() >= OUTPUT_HIGH_WATER {
+                // Responses pipelined before it filled the output: write them first.
+                return Progress::Streaming;
+            }
+            match stream.next_part(output) {
+                Ok(false) => return Progress::Streaming,
+                Ok(true) => {
+                    let close = stream.close;
+                    ex.held = None;
+                    *complete = output.len();
+                    if close {
+                        return Progress::Close { linger: false };
+                    }
+                    // The body is complete: on to what was pipelined behind it.
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("a streamed response body failed ({e}); closing its connection");
+                    ex.held = None;
+                    return Progress::Close { linger: false };
+                }
+            }
+        }
         let rest = &mut input[*cursor..];
         let Some(mut held) = ex.held.take() else {
             // A new request starts at rest[0].
@@ -281,6 +335,12 @@ fn serve<S: Service>(
                     *complete = output.len();
                     return progress;
                 }
+                Step::Stream(len, stream) => {
+                    *cursor += len;
+                    *complete = output.len();
+                    ex.held = Some(Box::new(Held::Stream(stream)));
+                    continue;
+                }
                 Step::Resume(p) => {
                     ex.held = Some(p);
                     *complete = output.len();
@@ -290,7 +350,8 @@ fn serve<S: Service>(
         };
         // A request whose head we already accepted: is its body complete now?
         let Held::Request(pending) = &mut *held else {
-            // An answered prefix is taken before the loop; nothing to resume.
+            // An answered prefix is taken before the loop and a stream at its top;
+            // nothing to resume.
             continue;
         };
         let (body_range, consumed) = match &mut pending.body {
@@ -356,6 +417,7 @@ fn serve<S: Service>(
             Answer::Keep => {}
             Answer::Close => return Progress::Close { linger: false },
             Answer::Defer { close } => return Progress::AwaitDurable { close },
+            Answer::Stream(stream) => ex.held = Some(Box::new(Held::Stream(stream))),
         }
     }
 }
@@ -371,6 +433,8 @@ enum Step {
     Resume(Box<Held>),
     /// A request of this many bytes got a deferred answer: stop with this progress.
     Defer(usize, Progress),
+    /// A request of this many bytes is answered with a streamed body, its head written.
+    Stream(usize, Streaming),
 }
 
 /// Looks at a new request at the start of `input`.
@@ -457,6 +521,7 @@ fn start_request<S: Service>(
                     Answer::Keep => Step::Answered(end),
                     Answer::Close => Step::Stop(Progress::Close { linger: false }),
                     Answer::Defer { close } => Step::Defer(end, Progress::AwaitDurable { close }),
+                    Answer::Stream(stream) => Step::Stream(end, stream),
                 };
             }
             if head.expect_continue && input.len() == head_len {
@@ -507,6 +572,8 @@ enum Answer {
     Defer {
         close: bool,
     },
+    /// A streamed reply whose head is written (and counted); its parts are to come.
+    Stream(Streaming),
 }
 
 /// Runs the service for a complete request and writes its response.
@@ -519,9 +586,12 @@ fn answer<S: Service>(
     body: &[u8],
     closing: bool,
 ) -> Answer {
-    let reply = svc.handle(local, route, head, body);
+    let mut reply = svc.handle(local, route, head, body);
     let keep = head.keep_alive && !closing && !reply.close;
     let head_only = head.method == Method::Head;
+    if let Some(source) = reply.stream.take() {
+        return answer_streamed(svc, local, output, &reply, source, keep, head, head_only);
+    }
     if reply.defer {
         // Counted when the deferred work completes (or replaced by an error then).
         encode_reply::<S>(local, output, &reply, keep, head.version, head_only);
@@ -529,6 +599,46 @@ fn answer<S: Service>(
     }
     write_reply(svc, local, output, &reply, keep, head.version, head_only);
     if keep { Answer::Keep } else { Answer::Close }
+}
+
+/// Writes and counts the head of a streamed reply. HTTP/1.1 gets the body in chunks;
+/// HTTP/1.0 gets it up to the connection's close (no length can be announced). A `HEAD`
+/// gets the head alone, with the framing header a `GET` would get, and the source is
+/// dropped unread.
+#[allow(clippy::too_many_arguments)]
+fn answer_streamed<S: Service>(
+    svc: &S,
+    local: &mut S::Local,
+    output: &mut Vec<u8>,
+    reply: &Reply,
+    source: Box<dyn BodySource>,
+    keep: bool,
+    head: &RequestHead<'_>,
+    head_only: bool,
+) -> Answer {
+    let chunked = head.version == Version::Http11;
+    // Without chunking, the body ends with the connection.
+    let keep = keep && (chunked || head_only);
+    let headers: Vec<(&str, &[u8])> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_slice()))
+        .collect();
+    let (writer, _) = S::buffers(local);
+    writer.write_stream_head(
+        output,
+        reply.status,
+        connection(keep, head.version),
+        reply.content_type,
+        &headers,
+        chunked,
+    );
+    svc.count_response(reply.status);
+    if head_only {
+        drop(source);
+        return if keep { Answer::Keep } else { Answer::Close };
+    }
+    Answer::Stream(Streaming::new(source, chunked, !keep))
 }
 
 /// Encodes `reply` (its body is in the service's body buffer) and counts it.
@@ -701,11 +811,23 @@ mod tests {
     //! The engine alone, against a stand-in service (`tests/exchange.rs` drives it through
     //! the real routes).
     use super::*;
-    use std::sync::mpsc;
+    use crate::http::stream::tests::Parts;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, mpsc};
     use std::time::Duration;
 
-    /// `/ping` answers 204, `/panic` panics in its handler, anything else is 404.
+    /// `/ping` answers 204, `/panic` panics in its handler, `/durable` is deferred,
+    /// `/stream` streams `abc` then `defg` (its drops counted in [`STREAM_DROPS`]),
+    /// anything else is 404.
     struct Fake;
+
+    thread_local! {
+        static STREAM_DROPS: Arc<AtomicUsize> = Arc::new(AtomicUsize::new(0));
+    }
+
+    fn stream_drops() -> usize {
+        STREAM_DROPS.with(|d| d.load(Ordering::SeqCst))
+    }
 
     struct FakeLocal {
         writer: ResponseWriter,
@@ -738,6 +860,7 @@ mod tests {
                 "/ping" => Ok(RouteId(0)),
                 "/panic" => Ok(RouteId(1)),
                 "/durable" => Ok(RouteId(2)),
+                "/stream" => Ok(RouteId(3)),
                 _ => Err(Reply::empty(404)),
             }
         }
@@ -752,6 +875,15 @@ mod tests {
             match route.0 {
                 0 => Reply::empty(204),
                 2 => Reply::empty(204).deferred(),
+                3 => {
+                    let source = Parts {
+                        parts: vec![b"abc".to_vec(), b"defg".to_vec()],
+                        dropped: Some(STREAM_DROPS.with(Arc::clone)),
+                    };
+                    let mut reply = Reply::stream(200, "text/plain", Box::new(source));
+                    reply.headers.push(("Vary", b"Accept-Encoding".to_vec()));
+                    reply
+                }
                 _ => panic!("the stand-in handler panics"),
             }
         }
@@ -823,7 +955,9 @@ mod tests {
                     assert_eq!((phase, min_len), (Phase::Idle, 1));
                     break;
                 }
-                Progress::Close { .. } | Progress::AwaitDurable { .. } => panic!("{progress:?}"),
+                Progress::Close { .. } | Progress::AwaitDurable { .. } | Progress::Streaming => {
+                    panic!("{progress:?}")
+                }
             }
         }
         assert_eq!(answered, N);
@@ -924,6 +1058,126 @@ mod tests {
         assert_eq!(p, Progress::AwaitDurable { close: false });
         assert_eq!(statuses(&output), [204]);
         assert!(input.is_empty() && ex.is_idle());
+    }
+
+    const STREAM: &[u8] = b"GET /stream HTTP/1.1\r\n\r\n";
+
+    /// Calls the engine until it stops asking to be called again; returns every output
+    /// and the last progress.
+    fn drive(ex: &mut Exchange, input: &mut Vec<u8>) -> (Vec<Vec<u8>>, Progress) {
+        let mut local = Fake.new_local(1, SystemTime::UNIX_EPOCH);
+        let mut outputs = Vec::new();
+        for _ in 0..100 {
+            let mut output = Vec::new();
+            let p = process(&Fake, &mut local, ex, input, &mut output, false);
+            outputs.push(output);
+            if !matches!(p, Progress::Streaming | Progress::WriteFirst) {
+                return (outputs, p);
+            }
+        }
+        panic!("the engine never stopped")
+    }
+
+    #[test]
+    fn a_streamed_body_goes_out_a_chunk_per_call_then_the_pipeline_goes_on() {
+        let mut ex = Exchange::default();
+        let mut input = [PING, STREAM, PING].concat();
+        let mut local = Fake.new_local(1, SystemTime::UNIX_EPOCH);
+        let mut output = Vec::new();
+        // The ping, the stream's head and its first part, in one output.
+        let p = process(&Fake, &mut local, &mut ex, &mut input, &mut output, false);
+        assert_eq!(p, Progress::Streaming);
+        assert!(ex.is_streaming() && ex.is_idle());
+        // Only what follows the streamed request is left, unanswered.
+        assert_eq!(input, PING);
+        let text = String::from_utf8(output).unwrap();
+        assert_eq!(statuses(text.as_bytes()), [204, 200]);
+        let (_, body) = text.rsplit_once("\r\n\r\n").unwrap();
+        assert_eq!(body, "00000003\r\nabc\r\n");
+        assert!(text.contains("Vary: Accept-Encoding\r\n"));
+        assert!(text.contains("Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"));
+        assert!(!text.contains("Content-Length"));
+        // The last part, the last chunk, then the pipelined ping.
+        let before = stream_drops();
+        let (outputs, p) = drive(&mut ex, &mut input);
+        assert_eq!(
+            p,
+            Progress::NeedMore {
+                phase: Phase::Idle,
+                min_len: 1
+            }
+        );
+        assert_eq!(outputs.len(), 1);
+        let text = String::from_utf8(outputs[0].clone()).unwrap();
+        assert!(
+            text.starts_with("00000004\r\ndefg\r\n0\r\n\r\nHTTP/1.1 204 "),
+            "{text}"
+        );
+        assert_eq!(stream_drops(), before + 1);
+        assert!(!ex.is_streaming() && input.is_empty());
+    }
+
+    #[test]
+    fn head_of_a_streamed_answer_is_the_head_alone_and_drops_the_source() {
+        let before = stream_drops();
+        let mut ex = Exchange::default();
+        let mut input = [b"HEAD /stream HTTP/1.1\r\n\r\n".as_slice(), PING].concat();
+        let (outputs, p) = drive(&mut ex, &mut input);
+        assert_eq!(
+            p,
+            Progress::NeedMore {
+                phase: Phase::Idle,
+                min_len: 1
+            }
+        );
+        let text = String::from_utf8(outputs.concat()).unwrap();
+        assert_eq!(statuses(text.as_bytes()), [200, 204]);
+        assert!(
+            text.contains("Transfer-Encoding: chunked\r\n\r\nHTTP/1.1 204"),
+            "{text}"
+        );
+        assert!(!text.contains("abc"));
+        assert_eq!(stream_drops(), before + 1);
+    }
+
+    #[test]
+    fn http_1_0_gets_the_body_unframed_up_to_the_close() {
+        let mut ex = Exchange::default();
+        let mut input = [
+            b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".as_slice(),
+            PING,
+        ]
+        .concat();
+        let (outputs, p) = drive(&mut ex, &mut input);
+        assert_eq!(p, Progress::Close { linger: false });
+        let text = String::from_utf8(outputs.concat()).unwrap();
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(!text.contains("Transfer-Encoding") && !text.contains("Content-Length"));
+        assert!(text.ends_with("\r\n\r\nabcdefg"), "{text}");
+        // What was pipelined behind it is not answered: the connection closes.
+        assert!(input.is_empty());
+        // Replay (socketless) follows the stream to its end too.
+        let (out, closed) = replay(
+            &Fake,
+            &[b"GET /stream HTTP/1.0\r\n\r\n"],
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(closed && out.ends_with(b"abcdefg"));
+    }
+
+    #[test]
+    fn a_connection_dropped_mid_stream_drops_its_source() {
+        let before = stream_drops();
+        let mut ex = Exchange::default();
+        let mut input = STREAM.to_vec();
+        let mut local = Fake.new_local(1, SystemTime::UNIX_EPOCH);
+        let mut output = Vec::new();
+        let p = process(&Fake, &mut local, &mut ex, &mut input, &mut output, false);
+        assert_eq!(p, Progress::Streaming);
+        assert_eq!(stream_drops(), before);
+        // The I/O layer closes the connection (client gone, write timeout, shutdown).
+        drop(ex);
+        assert_eq!(stream_drops(), before + 1);
     }
 
     #[test]

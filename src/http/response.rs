@@ -2,7 +2,8 @@
 //!
 //! Every response has `Date`, `Server: metricstream`, the InfluxDB identification headers
 //! client libraries check (`X-Influxdb-Version`, `X-Influxdb-Build`, a unique `Request-Id`),
-//! and either `Content-Length` or no body at all (1xx, 204, 304). The `Date` text is cached
+//! and either `Content-Length`, no body at all (1xx, 204, 304), or — a streamed body —
+//! `Transfer-Encoding: chunked` (HTTP/1.1) or nothing and `Connection: close` (HTTP/1.0). The `Date` text is cached
 //! per second and request ids come from a per-thread counter, so encoding a response is a
 //! handful of `extend_from_slice` calls and no allocation.
 
@@ -97,6 +98,51 @@ impl ResponseWriter {
     ) {
         // One allocation for the whole response, sized for the common headers.
         out.reserve(320 + extra.len() * 64 + body.map_or(0, <[u8]>::len));
+        self.write_common(out, status, connection, extra);
+        match body {
+            Some(body) if !is_bodiless(status) => {
+                push_content_type(out, content_type);
+                out.extend_from_slice(b"Content-Length: ");
+                push_decimal(out, body.len() as u64);
+                out.extend_from_slice(b"\r\n\r\n");
+                if !head_only {
+                    out.extend_from_slice(body);
+                }
+            }
+            _ => out.extend_from_slice(b"\r\n"),
+        }
+    }
+
+    /// Writes the head of a streamed answer (its body follows in parts, see
+    /// `http/stream.rs`): like [`ResponseWriter::write`], but with `Transfer-Encoding:
+    /// chunked` when `chunked` and no length at all otherwise (the body then ends with the
+    /// connection, which `connection` must say).
+    pub fn write_stream_head(
+        &mut self,
+        out: &mut Vec<u8>,
+        status: u16,
+        connection: Option<&str>,
+        content_type: Option<&str>,
+        extra: &[(&str, &[u8])],
+        chunked: bool,
+    ) {
+        out.reserve(320 + extra.len() * 64);
+        self.write_common(out, status, connection, extra);
+        push_content_type(out, content_type);
+        if chunked {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The status line, the headers every response carries, `Connection` and `extra`.
+    fn write_common(
+        &mut self,
+        out: &mut Vec<u8>,
+        status: u16,
+        connection: Option<&str>,
+        extra: &[(&str, &[u8])],
+    ) {
         out.extend_from_slice(b"HTTP/1.1 ");
         push_status(out, status);
         out.push(b' ');
@@ -119,22 +165,6 @@ impl ResponseWriter {
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
         }
-        match body {
-            Some(body) if !is_bodiless(status) => {
-                if let Some(ct) = content_type {
-                    out.extend_from_slice(b"Content-Type: ");
-                    out.extend_from_slice(ct.as_bytes());
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(b"Content-Length: ");
-                push_decimal(out, body.len() as u64);
-                out.extend_from_slice(b"\r\n\r\n");
-                if !head_only {
-                    out.extend_from_slice(body);
-                }
-            }
-            _ => out.extend_from_slice(b"\r\n"),
-        }
     }
 
     /// The interim `100 Continue`.
@@ -154,6 +184,14 @@ impl ResponseWriter {
         buf[23] = b'-';
         hex_into(&mut buf[24..36], c & 0xffff_ffff_ffff, 12);
         out.extend_from_slice(&buf);
+    }
+}
+
+fn push_content_type(out: &mut Vec<u8>, content_type: Option<&str>) {
+    if let Some(ct) = content_type {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(ct.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -259,6 +297,25 @@ mod tests {
         );
         let s = String::from_utf8(out).unwrap();
         assert!(s.ends_with("Content-Length: 2\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_streamed_head_says_chunked_or_nothing() {
+        let mut w = writer();
+        let mut out = Vec::new();
+        let vary: &[(&str, &[u8])] = &[("Vary", b"Accept-Encoding")];
+        w.write_stream_head(&mut out, 200, None, Some("text/plain"), vary, true);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.ends_with(
+            "Vary: Accept-Encoding\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!s.contains("Content-Length"));
+        let mut out = Vec::new();
+        w.write_stream_head(&mut out, 200, Some("close"), Some("text/plain"), &[], false);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("Connection: close\r\n"));
+        assert!(s.ends_with("Content-Type: text/plain\r\n\r\n"));
+        assert!(!s.contains("Transfer-Encoding") && !s.contains("Content-Length"));
     }
 
     #[test]

@@ -13,10 +13,12 @@ use std::time::SystemTime;
 
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::ResponseWriter;
+use crate::http::stream::BodySource;
 
 /// A response, minus its body (which the service wrote into its body buffer, see
-/// [`Service::buffers`]) and the headers every response carries.
-#[derive(Debug, Clone)]
+/// [`Service::buffers`], or which comes from a [`BodySource`]) and the headers every
+/// response carries.
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub content_type: Option<&'static str>,
@@ -31,6 +33,9 @@ pub struct Reply {
     /// completes the work counts it, or replaces it with the final answer (an error, or a
     /// body only known then). Only requests that [`Service::defers`] answer so.
     pub defer: bool,
+    /// The body is streamed from this source instead of the body buffer (see
+    /// `http/stream.rs`): chunked for HTTP/1.1, up to the close for HTTP/1.0.
+    pub stream: Option<Box<dyn BodySource>>,
 }
 
 impl Reply {
@@ -42,6 +47,7 @@ impl Reply {
             headers: Vec::new(),
             close: false,
             defer: false,
+            stream: None,
         }
     }
 
@@ -59,6 +65,21 @@ impl Reply {
             headers: Vec::new(),
             close: false,
             defer: false,
+            stream: None,
+        }
+    }
+
+    /// A reply whose body is streamed from `source`, a part per call of the engine, each
+    /// produced once the previous one was written. Not for bodiless statuses.
+    pub fn stream(status: u16, content_type: &'static str, source: Box<dyn BodySource>) -> Reply {
+        Reply {
+            status,
+            content_type: Some(content_type),
+            has_body: true,
+            headers: Vec::new(),
+            close: false,
+            defer: false,
+            stream: Some(source),
         }
     }
 }

@@ -8,7 +8,11 @@
 //!
 //! Readers (`/metrics`, `/series`) take that mutex once per slice of
 //! [`READ_SLICE_GROUPS`] series groups ([`Pipeline::read_sliced`]) and copy out what they
-//! render, so the aggregator never waits for a whole render.
+//! render, so the aggregator never waits for a whole render. A streamed `/metrics` answer
+//! runs its read a few steps per part across several worker jobs ([`SteppedReader`]),
+//! registered with the store from its first step until it is done or dropped; a reader
+//! dropped where the lock must not be waited for (the reactor, when a client went away)
+//! leaves its end to the aggregator's next turn.
 //!
 //! With the write log (the default), a worker only [`Pipeline::reserve`]s queue room; the
 //! log thread queues the batch once it is durable ([`Pipeline::push_logged`]), with its
@@ -30,9 +34,10 @@ pub mod queue;
 mod slots;
 pub mod write;
 
+use std::borrow::Borrow;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -70,6 +75,9 @@ pub struct Pipeline {
     applied_lsn: AtomicU64,
     /// The aggregator is waiting for the store lock: a sliced read lets it in first.
     apply_waiting: AtomicBool,
+    /// Registered reads dropped while the store was locked by someone else: their
+    /// [`SeriesStore::end_read`] is left to the aggregator's next turn.
+    reads_ended_late: AtomicU32,
     stats: Arc<Stats>,
     aggregator: Mutex<Option<JoinHandle<()>>>,
     warn_full: SharedLogLimiter,
@@ -114,6 +122,7 @@ impl Pipeline {
             store: Mutex::new(store),
             applied_lsn: AtomicU64::new(applied_lsn),
             apply_waiting: AtomicBool::new(false),
+            reads_ended_late: AtomicU32::new(0),
             stats,
             aggregator: Mutex::new(None),
             warn_full: SharedLogLimiter::new(std::time::Duration::from_secs(10)),
@@ -233,31 +242,16 @@ impl Pipeline {
     /// The read is registered with the store throughout ([`SeriesStore::begin_read`]),
     /// so positions it noted stay valid.
     pub fn read_steps(&self, read: &mut impl SteppedRead) {
-        /// Ends the registration however the read ends (a panicking step included).
-        struct Registered<'p>(&'p Mutex<SeriesStore>);
-        impl Drop for Registered<'_> {
-            fn drop(&mut self) {
-                lock(self.0).end_read();
-            }
-        }
-        lock(&self.store).begin_read();
-        // Declared before the guard below, so it is dropped after it, even in a panic.
-        let _registered = Registered(&self.store);
-        let mut store = lock(&self.store);
-        loop {
-            let done = read.step(&store);
-            drop(store);
-            read.unlocked();
-            if done {
-                return;
-            }
-            // std's mutex is not fair: re-locked at once, it would go to this thread again
-            // and again while the aggregator sleeps on it. Let a waiting aggregator in.
-            let deadline = Instant::now() + READ_YIELD_MAX;
-            while self.apply_waiting.load(Relaxed) && Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            store = lock(&self.store);
+        let mut reader = SteppedReader::new(self);
+        reader.advance(read, |_| false);
+        reader.finish();
+    }
+
+    /// Ends the registrations of reads dropped while the store was locked elsewhere.
+    fn end_late_reads(&self, store: &mut SeriesStore) {
+        let n = self.reads_ended_late.swap(0, Relaxed);
+        for _ in 0..n {
+            store.end_read();
         }
     }
 
@@ -315,6 +309,8 @@ impl Pipeline {
                 self.apply_waiting.store(true, Relaxed);
                 let mut store = lock(&self.store);
                 self.apply_waiting.store(false, Relaxed);
+                // Before anything leaves the store: what it kept for gone readers may go.
+                self.end_late_reads(&mut store);
                 let mut last_lsn = 0;
                 for (item, lsn) in &mut batches {
                     match item {
@@ -361,6 +357,7 @@ impl Pipeline {
         let now_s = lifecycle::unix_s(SystemTime::now());
         let (expired, series) = {
             let mut store = lock(&self.store);
+            self.end_late_reads(&mut store);
             let visit = e.slice(store.slots());
             let n = store.expire_step(now_s, e.ttl_s, &mut e.cursor, visit);
             (n, store.series_count() as u64)
@@ -369,6 +366,85 @@ impl Pipeline {
             let pl = &self.stats.pipeline;
             pl.series.store(series, Relaxed);
             bump(&pl.series_expired, expired);
+        }
+    }
+}
+
+/// A [`SteppedRead`] run a few steps at a time, across as many calls as it takes (a
+/// streamed `/metrics` answer: one call per part, each on whichever worker has the job),
+/// registered with the store ([`SeriesStore::begin_read`]) from its creation until
+/// [`SteppedReader::finish`] or its drop. `P` is how the pipeline is held: borrowed for a
+/// read done in one call, an `Arc` for one that outlives its request's job.
+pub struct SteppedReader<P: Borrow<Pipeline>> {
+    pipeline: P,
+    registered: bool,
+    done: bool,
+}
+
+impl<P: Borrow<Pipeline>> SteppedReader<P> {
+    /// Registers a read with the store.
+    pub fn new(pipeline: P) -> SteppedReader<P> {
+        lock(&pipeline.borrow().store).begin_read();
+        SteppedReader {
+            pipeline,
+            registered: true,
+            done: false,
+        }
+    }
+
+    /// Runs steps of `read`, each with the store locked, until it is complete (`true`) or
+    /// `until(read)` holds after a step (`false`: call again for more). Between two steps
+    /// the lock is released, `read.unlocked()` runs, and a waiting aggregator goes first.
+    pub fn advance<R: SteppedRead>(&mut self, read: &mut R, until: impl Fn(&R) -> bool) -> bool {
+        if self.done {
+            return true;
+        }
+        let p = self.pipeline.borrow();
+        let mut first = true;
+        loop {
+            if !first {
+                // std's mutex is not fair: re-locked at once, it would go to this thread
+                // again and again while the aggregator sleeps on it. Let a waiting one in.
+                let deadline = Instant::now() + READ_YIELD_MAX;
+                while p.apply_waiting.load(Relaxed) && Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+            }
+            first = false;
+            let done = read.step(&lock(&p.store));
+            read.unlocked();
+            if done {
+                self.done = true;
+                return true;
+            }
+            if until(read) {
+                return false;
+            }
+        }
+    }
+
+    /// Ends the registration, waiting for the lock (a worker may).
+    pub fn finish(mut self) {
+        self.registered = false;
+        lock(&self.pipeline.borrow().store).end_read();
+    }
+}
+
+impl<P: Borrow<Pipeline>> Drop for SteppedReader<P> {
+    /// A read abandoned (a client gone, a panicking step, a shutdown), possibly on the
+    /// reactor, which must not wait for the lock: ended now if the lock is free, otherwise
+    /// by the aggregator before it next changes the store.
+    fn drop(&mut self) {
+        if !self.registered {
+            return;
+        }
+        let p = self.pipeline.borrow();
+        match p.store.try_lock() {
+            Ok(mut store) => store.end_read(),
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().end_read(),
+            Err(TryLockError::WouldBlock) => {
+                p.reads_ended_late.fetch_add(1, Relaxed);
+            }
         }
     }
 }
@@ -430,4 +506,55 @@ impl QueueGauges for Pipeline {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read of `total` steps that looks at nothing.
+    struct Steps {
+        taken: usize,
+        total: usize,
+    }
+
+    impl SteppedRead for Steps {
+        fn step(&mut self, _: &SeriesStore) -> bool {
+            self.taken += 1;
+            self.taken >= self.total
+        }
+    }
+
+    #[test]
+    fn a_stepped_reader_goes_on_across_calls_and_is_ended_however_it_goes() {
+        let p = Pipeline::start(1000, 1000, Duration::ZERO, Arc::new(Stats::default()))
+            .expect("pipeline");
+        let mut reader = SteppedReader::new(Arc::clone(&p));
+        let mut read = Steps { taken: 0, total: 5 };
+        assert!(!reader.advance(&mut read, |r| r.taken % 2 == 0));
+        assert_eq!(read.taken, 2);
+        assert!(!reader.advance(&mut read, |r| r.taken % 2 == 0));
+        assert!(reader.advance(&mut read, |_| false));
+        assert_eq!(read.taken, 5);
+        // Complete stays complete.
+        assert!(reader.advance(&mut read, |_| false));
+        assert_eq!(read.taken, 5);
+        // Dropped with the lock free: ended at once.
+        drop(reader);
+        assert_eq!(p.reads_ended_late.load(Relaxed), 0);
+        // Dropped while the store is locked elsewhere (the reactor must not wait): left to
+        // the aggregator, which ends it on its next turn.
+        let abandoned = SteppedReader::new(Arc::clone(&p));
+        let held = p.store();
+        drop(abandoned);
+        assert_eq!(p.reads_ended_late.load(Relaxed), 1);
+        drop(held);
+        p.offer(Batch::default()).expect("an empty batch queued");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.reads_ended_late.load(Relaxed) != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(p.reads_ended_late.load(Relaxed), 0);
+        p.drain_and_stop();
+    }
 }

@@ -2,7 +2,8 @@
 //! HTTP engine, write, and carry out the connection [`Lifecycle`]'s actions, mapping its
 //! deadlines onto `SO_RCVTIMEO`/`SO_SNDTIMEO`. A held answer (a write waiting for the log,
 //! a `DELETE /series` waiting for the aggregator) blocks this thread on its own
-//! [`Waiter`]. Shared by both comparison models.
+//! [`Waiter`]. A streamed body is made and written on this thread, a part at a time (the
+//! lifecycle's dispatch, write, dispatch, …). Shared by both comparison models.
 
 use std::borrow::Cow;
 use std::io::{self, Read, Write};

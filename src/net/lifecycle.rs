@@ -9,7 +9,9 @@
 //! when `TCP_NODELAY` is set, what a shutdown does to an idle or a busy connection. The
 //! I/O layer reports what happened (`on_read`, `on_complete`, `on_written`,
 //! `on_write_blocked`, `on_deadline`, `on_shutdown`) and carries out the [`Actions`] the
-//! transition returns, in the order documented there.
+//! transition returns, in the order documented there. The parts of a streamed body follow
+//! the path of pipelined requests past the high-water mark: write, then hand the
+//! connection to the engine again without reading.
 //!
 //! It must never touch a socket, a buffer or a clock: time comes in through [`Ctx`], byte
 //! counts through the arguments, and actions go out by value (no allocation: this runs for
@@ -394,7 +396,9 @@ impl Lifecycle {
                     Then::Read(phase)
                 }
             }
-            Progress::WriteFirst => Then::Dispatch(previous),
+            // The next part of a streamed body is produced like the next pipelined
+            // request is answered: once this output is written, by the engine again.
+            Progress::WriteFirst | Progress::Streaming => Then::Dispatch(previous),
             Progress::Close { linger: true } => Then::Linger,
             Progress::Close { linger: false } | Progress::AwaitDurable { .. } => Then::Close,
         };
@@ -661,6 +665,31 @@ mod tests {
         // The rest fits: back to idle.
         let a = l.on_complete(need(Phase::Idle, 1), &ctx(now));
         assert_eq!(a.next, Next::Write);
+    }
+
+    #[test]
+    fn a_streamed_body_is_written_a_part_at_a_time_and_a_shutdown_lets_it_finish() {
+        let now = Instant::now();
+        let mut l = dispatched(now, 30);
+        for _ in 0..3 {
+            let a = l.on_complete(Progress::Streaming, &ctx(now));
+            assert_eq!(a.next, Next::Write);
+            assert_eq!(a.arm, None);
+            assert!(!l.wants_request());
+            // Written: the engine makes the next part, nothing is read meanwhile.
+            assert_eq!(l.on_written(buf(0, 1), &ctx(now)).next, Next::Dispatch);
+            assert!(l.is_in_flight());
+            // A shutdown does not cut it short.
+            assert_eq!(l.on_shutdown(), Actions::default());
+        }
+        // A client that stops reading: the write deadline, then a quiet close.
+        let _ = l.on_complete(Progress::Streaming, &ctx(now));
+        let a = l.on_write_blocked(&ctx(now));
+        assert_eq!(a.arm, Some(now + T.body));
+        assert_eq!(
+            l.on_deadline(&ctx(now + T.body)),
+            close(Reason::WriteTimeout)
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! panics is answered `500` and closed (`process_catching`): every job taken comes back as
 //! a completion, so no connection is left waiting for ever.
 //!
+//! A streamed answer (`/metrics`) is a job per part: the connection's `Exchange` carries the
+//! body's source into the job and back, and the engine appends the next part.
+//!
 //! A request answered with a held reply (`Progress::AwaitDurable`: a write's `204`, a
 //! `DELETE /series`) has its work started by the worker *after* its completion is
 //! published (the write appended to the log, the delete to the log or the queue), so the

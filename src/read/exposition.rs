@@ -423,6 +423,15 @@ impl<W: Write> MetricsRender<W> {
         false
     }
 
+    /// The writer (a streamed answer hands out what reached it between steps).
+    pub fn out(&self) -> &W {
+        &self.out
+    }
+
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Writes the server's own families and hands the rest of the output to the writer.
     pub fn finish(mut self, own: &[OwnFamily<'_>]) -> std::io::Result<W> {
         for fam in own {

@@ -2,8 +2,11 @@
 //!
 //! `exposition.rs` renders the Prometheus text format, naming series by the rules in
 //! `crate::names` (shared with the aggregator, which counts label collisions, and with
-//! every exporter that must name series as `/metrics` does); `series.rs` parses `/series` filters and renders its JSON. All of
-//! it is pure: a store (or a view of one) in, bytes out.
+//! every exporter that must name series as `/metrics` does); `series.rs` parses `/series` filters and renders its JSON. Those
+//! are pure: a store (or a view of one) in, bytes out. `scrape.rs` is the streamed body of
+//! a `/metrics` answer: the exposition rendered a part at a time through a registered read
+//! of the pipeline's store, gzip-encoded or not.
 
 pub mod exposition;
+pub mod scrape;
 pub mod series;

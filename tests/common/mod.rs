@@ -351,11 +351,19 @@ impl Reader {
                     .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
                     .and_then(|(_, v)| v.trim().parse().ok())
                     .unwrap_or(0);
-                let body_len = if head_request || status == 204 || status / 100 == 1 {
-                    0
-                } else {
-                    len
-                };
+                let bodiless = head_request || status == 204 || status / 100 == 1;
+                let chunked = hdrs.iter().any(|(k, v)| {
+                    k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+                });
+                if chunked && !bodiless {
+                    let body = self.read_chunked(n, quiet)?;
+                    return Some(Response {
+                        status,
+                        headers: hdrs,
+                        body,
+                    });
+                }
+                let body_len = if bodiless { 0 } else { len };
                 while self.buf.len() < n + body_len {
                     if !self.fill_or(quiet) {
                         return None;
@@ -371,6 +379,50 @@ impl Reader {
             }
             if !self.fill_or(quiet) {
                 return None;
+            }
+        }
+    }
+
+    /// A chunked body starting at `buf[start..]`, decoded; the bytes it took (and the head
+    /// before it) are dropped from the buffer. `None` if the connection closes first.
+    fn read_chunked(&mut self, start: usize, quiet: bool) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        let mut pos = start;
+        loop {
+            // A chunk-size line (no extensions are sent by the server).
+            let line_end = loop {
+                if let Some(i) = self.buf[pos..].windows(2).position(|w| w == b"\r\n") {
+                    break pos + i;
+                }
+                if !self.fill_or(quiet) {
+                    return None;
+                }
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[pos..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.trim(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {size_text:?}"));
+            let data = line_end + 2;
+            // The data and its CRLF (for the last chunk: the empty trailer line).
+            while self.buf.len() < data + size + 2 {
+                if !self.fill_or(quiet) {
+                    return None;
+                }
+            }
+            assert_eq!(
+                &self.buf[data + size..data + size + 2],
+                b"\r\n",
+                "chunk ends"
+            );
+            body.extend_from_slice(&self.buf[data..data + size]);
+            pos = data + size + 2;
+            if size == 0 {
+                self.buf.drain(..pos);
+                return Some(body);
+            }
+            if pos > 1 << 20 {
+                // Keep the buffer small over a long body.
+                self.buf.drain(..pos);
+                pos = 0;
             }
         }
     }
@@ -396,6 +448,30 @@ impl Reader {
                 }
                 Err(_) => return true,
             }
+        }
+    }
+}
+
+/// The body of a chunked message (`raw` starts at its first chunk-size line and holds the
+/// whole message); panics on bad framing or a missing last chunk.
+pub fn decode_chunked(raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut pos = 0;
+    loop {
+        let line = raw[pos..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk-size line");
+        let text = String::from_utf8_lossy(&raw[pos..pos + line]).into_owned();
+        let size = usize::from_str_radix(text.trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {text:?}"));
+        let data = pos + line + 2;
+        assert_eq!(&raw[data + size..data + size + 2], b"\r\n", "chunk ends");
+        body.extend_from_slice(&raw[data..data + size]);
+        pos = data + size + 2;
+        if size == 0 {
+            assert_eq!(pos, raw.len(), "bytes after the last chunk");
+            return body;
         }
     }
 }

@@ -1,0 +1,126 @@
+//! The streamed body of a `GET /metrics` answer: the exposition (`exposition.rs`) rendered
+//! a part at a time, plain or gzip-encoded, handed to the HTTP engine as a [`BodySource`].
+//!
+//! Each part runs a few steps of the [`MetricsRender`] through a [`SteppedReader`] (the
+//! store locked per step, writes applied between steps) until about
+//! [`STREAM_PART`] encoded bytes are ready, and hands them out; the next part is asked for
+//! only once the connection wrote this one, so the render's memory is its own small
+//! buffers plus one part, whatever the store's size, and a slow client holds the render
+//! (and its registration with the store, which only keeps removed series' slots from being
+//! reused) rather than memory. The server's own families are rendered last, when the
+//! user's series are done, and a gzip stream is finished after them.
+//!
+//! Dropping the body before its end (the client went away, a write timeout, a shutdown)
+//! ends its registration with the store; that may happen on the reactor, so it never
+//! waits for the store's lock (see [`SteppedReader`]'s `Drop`).
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use crate::http::BodySource;
+use crate::ingest::{Pipeline, SteppedReader};
+use crate::read::exposition::{MetricsRender, OwnFamily};
+use crate::tuning::STREAM_PART;
+
+/// What the rendered text is written into: plain bytes or a gzip stream, whose output so
+/// far can be handed out between steps.
+pub trait Encoded: Write + Send {
+    /// Encoded bytes ready to be handed out.
+    fn ready(&self) -> usize;
+    /// Moves the ready bytes to the end of `out`.
+    fn take_into(&mut self, out: &mut Vec<u8>);
+    /// Ends the encoding and moves what is left to the end of `out`.
+    fn finish_into(self, out: &mut Vec<u8>) -> io::Result<()>;
+}
+
+impl Encoded for Vec<u8> {
+    fn ready(&self) -> usize {
+        self.len()
+    }
+    fn take_into(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+        self.clear();
+    }
+    fn finish_into(self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(&self);
+        Ok(())
+    }
+}
+
+impl Encoded for GzEncoder<Vec<u8>> {
+    fn ready(&self) -> usize {
+        self.get_ref().len()
+    }
+    fn take_into(&mut self, out: &mut Vec<u8>) {
+        let done = self.get_mut();
+        out.extend_from_slice(done);
+        done.clear();
+    }
+    fn finish_into(self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(&self.finish()?);
+        Ok(())
+    }
+}
+
+/// The `/metrics` body: a render, the read it runs through, and the server's own families
+/// (taken when the request was answered, rendered at the end).
+pub struct MetricsBody<E: Encoded> {
+    pipeline: Arc<Pipeline>,
+    /// Registered on the first part (a `HEAD` never asks for one).
+    reader: Option<SteppedReader<Arc<Pipeline>>>,
+    /// `None` once the body is complete.
+    render: Option<MetricsRender<E>>,
+    own: Vec<OwnFamily<'static>>,
+}
+
+/// The body of a `/metrics` answer over `pipeline`'s store, gzip-encoded when `gzip`.
+pub fn metrics_body(
+    pipeline: Arc<Pipeline>,
+    own: Vec<OwnFamily<'static>>,
+    gzip: bool,
+) -> Box<dyn BodySource> {
+    if gzip {
+        // A scrape is compressed once and read once: the fast level.
+        let gz = GzEncoder::new(Vec::new(), Compression::fast());
+        Box::new(MetricsBody::new(pipeline, own, gz))
+    } else {
+        Box::new(MetricsBody::new(pipeline, own, Vec::new()))
+    }
+}
+
+impl<E: Encoded> MetricsBody<E> {
+    pub fn new(pipeline: Arc<Pipeline>, own: Vec<OwnFamily<'static>>, out: E) -> Self {
+        MetricsBody {
+            pipeline,
+            reader: None,
+            render: Some(MetricsRender::new(out)),
+            own,
+        }
+    }
+}
+
+impl<E: Encoded> BodySource for MetricsBody<E> {
+    fn fill(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        let Some(render) = self.render.as_mut() else {
+            return Ok(true);
+        };
+        let reader = self
+            .reader
+            .get_or_insert_with(|| SteppedReader::new(Arc::clone(&self.pipeline)));
+        if !reader.advance(render, |r| r.out().ready() >= STREAM_PART) {
+            render.out_mut().take_into(out);
+            return Ok(false);
+        }
+        // Every user series is written: the store is not needed any more.
+        if let Some(reader) = self.reader.take() {
+            reader.finish();
+        }
+        if let Some(render) = self.render.take() {
+            render.finish(&self.own)?.finish_into(out)?;
+        }
+        Ok(true)
+    }
+}
