@@ -187,23 +187,35 @@ fn requests_pipelined_behind_a_streamed_scrape_are_answered_after_it_in_every_io
     }
 }
 
+/// HTTP/1.0 cannot take chunks: a 1.0 client gets the whole scrape with its
+/// `Content-Length` (held whole, as before streaming) and keeps its connection.
 #[test]
-fn http_1_0_gets_a_streamed_scrape_up_to_the_close() {
+fn http_1_0_gets_a_whole_scrape_with_its_length() {
     let s = loaded(&["--memory-only"], 20_000);
     let mut c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        .unwrap();
+    c.write_all(
+        b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /health HTTP/1.0\r\n\r\n",
+    )
+    .unwrap();
     let mut raw = Vec::new();
     c.read_to_end(&mut raw).expect("read to the close");
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
     assert!(head.starts_with("http/1.1 200 "), "{head}");
-    assert!(head.contains("connection: close\r\n"), "{head}");
-    assert!(!head.contains("transfer-encoding") && !head.contains("content-length"));
-    let text = String::from_utf8_lossy(&raw[split..]);
+    assert!(head.contains("connection: keep-alive\r\n"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a content-length");
+    let text = String::from_utf8_lossy(&raw[split..split + len]);
     assert_eq!(samples(&text).len(), 20_000);
     assert!(text.contains("# TYPE metricstream_responses_total counter\n"));
+    // The /health pipelined behind it is answered on the same connection.
+    let rest = String::from_utf8_lossy(&raw[split + len..]);
+    assert!(rest.starts_with("HTTP/1.1 200 "), "{rest}");
 }
 
 #[test]

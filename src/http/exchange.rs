@@ -336,10 +336,11 @@ fn serve<S: Service>(
                     return progress;
                 }
                 Step::Stream(len, stream) => {
+                    // Its head and first part are in the output: write them first.
                     *cursor += len;
                     *complete = output.len();
                     ex.held = Some(Box::new(Held::Stream(stream)));
-                    continue;
+                    return Progress::Streaming;
                 }
                 Step::Resume(p) => {
                     ex.held = Some(p);
@@ -417,7 +418,10 @@ fn serve<S: Service>(
             Answer::Keep => {}
             Answer::Close => return Progress::Close { linger: false },
             Answer::Defer { close } => return Progress::AwaitDurable { close },
-            Answer::Stream(stream) => ex.held = Some(Box::new(Held::Stream(stream))),
+            Answer::Stream(stream) => {
+                ex.held = Some(Box::new(Held::Stream(stream)));
+                return Progress::Streaming;
+            }
         }
     }
 }
@@ -601,30 +605,56 @@ fn answer<S: Service>(
     if keep { Answer::Keep } else { Answer::Close }
 }
 
-/// Writes and counts the head of a streamed reply. HTTP/1.1 gets the body in chunks;
-/// HTTP/1.0 gets it up to the connection's close (no length can be announced). A `HEAD`
-/// gets the head alone, with the framing header a `GET` would get, and the source is
-/// dropped unread.
+/// Answers a reply whose body comes from a source. The first part is asked for first: a
+/// body complete with it — and any body for an HTTP/1.0 client, which cannot take chunks
+/// — is sent whole with its `Content-Length`, like any other reply. A longer one gets a
+/// head with `Transfer-Encoding: chunked`, its first part as the first chunk, and the rest
+/// a part per call. A `HEAD` gets the head a long body would (chunked, no length) and the
+/// source is dropped unread. A source that fails before anything is sent is answered
+/// `500`.
 #[allow(clippy::too_many_arguments)]
 fn answer_streamed<S: Service>(
     svc: &S,
     local: &mut S::Local,
     output: &mut Vec<u8>,
     reply: &Reply,
-    source: Box<dyn BodySource>,
+    mut source: Box<dyn BodySource>,
     keep: bool,
     head: &RequestHead<'_>,
     head_only: bool,
 ) -> Answer {
     let chunked = head.version == Version::Http11;
-    // Without chunking, the body ends with the connection.
-    let keep = keep && (chunked || head_only);
+    if !head_only {
+        let (_, body) = S::buffers(local);
+        body.clear();
+        let mut done = source.fill(body);
+        // HTTP/1.0: the whole body, so it can be announced.
+        while !chunked && matches!(done, Ok(false)) {
+            done = source.fill(body);
+        }
+        match done {
+            Ok(true) => {
+                drop(source);
+                write_reply(svc, local, output, reply, keep, head.version, false);
+                return if keep { Answer::Keep } else { Answer::Close };
+            }
+            Ok(false) => {}
+            Err(e) => {
+                log::warn!("a response body failed before it was sent ({e})");
+                let (_, body) = S::buffers(local);
+                body.clear();
+                let failed = Reply::empty(500);
+                write_reply(svc, local, output, &failed, keep, head.version, false);
+                return if keep { Answer::Keep } else { Answer::Close };
+            }
+        }
+    }
     let headers: Vec<(&str, &[u8])> = reply
         .headers
         .iter()
         .map(|(n, v)| (*n, v.as_slice()))
         .collect();
-    let (writer, _) = S::buffers(local);
+    let (writer, body) = S::buffers(local);
     writer.write_stream_head(
         output,
         reply.status,
@@ -638,6 +668,8 @@ fn answer_streamed<S: Service>(
         drop(source);
         return if keep { Answer::Keep } else { Answer::Close };
     }
+    crate::http::stream::push_chunk(output, body);
+    body.clear();
     Answer::Stream(Streaming::new(source, chunked, !keep))
 }
 
@@ -861,6 +893,7 @@ mod tests {
                 "/panic" => Ok(RouteId(1)),
                 "/durable" => Ok(RouteId(2)),
                 "/stream" => Ok(RouteId(3)),
+                "/small" => Ok(RouteId(4)),
                 _ => Err(Reply::empty(404)),
             }
         }
@@ -883,6 +916,13 @@ mod tests {
                     let mut reply = Reply::stream(200, "text/plain", Box::new(source));
                     reply.headers.push(("Vary", b"Accept-Encoding".to_vec()));
                     reply
+                }
+                4 => {
+                    let source = Parts {
+                        parts: vec![b"small".to_vec()],
+                        dropped: None,
+                    };
+                    Reply::stream(200, "text/plain", Box::new(source))
                 }
                 _ => panic!("the stand-in handler panics"),
             }
@@ -1141,7 +1181,8 @@ mod tests {
     }
 
     #[test]
-    fn http_1_0_gets_the_body_unframed_up_to_the_close() {
+    fn http_1_0_gets_the_whole_body_with_its_length_and_keeps_alive() {
+        let before = stream_drops();
         let mut ex = Exchange::default();
         let mut input = [
             b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".as_slice(),
@@ -1149,20 +1190,39 @@ mod tests {
         ]
         .concat();
         let (outputs, p) = drive(&mut ex, &mut input);
-        assert_eq!(p, Progress::Close { linger: false });
+        assert_eq!(
+            p,
+            Progress::NeedMore {
+                phase: Phase::Idle,
+                min_len: 1
+            }
+        );
         let text = String::from_utf8(outputs.concat()).unwrap();
-        assert!(text.contains("Connection: close\r\n"));
-        assert!(!text.contains("Transfer-Encoding") && !text.contains("Content-Length"));
-        assert!(text.ends_with("\r\n\r\nabcdefg"), "{text}");
-        // What was pipelined behind it is not answered: the connection closes.
+        assert_eq!(statuses(text.as_bytes()), [200, 204]);
+        assert!(text.contains("Connection: keep-alive\r\n"), "{text}");
+        assert!(!text.contains("Transfer-Encoding"), "{text}");
+        assert!(text.contains("Content-Length: 7\r\n"), "{text}");
+        assert!(text.contains("\r\n\r\nabcdefgHTTP/1.1 204"), "{text}");
         assert!(input.is_empty());
-        // Replay (socketless) follows the stream to its end too.
-        let (out, closed) = replay(
+        assert_eq!(stream_drops(), before + 1);
+        // Replay (socketless) gives the same.
+        let (out, _) = replay(
             &Fake,
             &[b"GET /stream HTTP/1.0\r\n\r\n"],
             SystemTime::UNIX_EPOCH,
         );
-        assert!(closed && out.ends_with(b"abcdefg"));
+        assert!(out.ends_with(b"\r\n\r\nabcdefg"));
+    }
+
+    #[test]
+    fn a_body_complete_in_its_first_part_keeps_its_content_length() {
+        let mut ex = Exchange::default();
+        let mut input = b"GET /small HTTP/1.1\r\n\r\n".to_vec();
+        let (outputs, _) = drive(&mut ex, &mut input);
+        let text = String::from_utf8(outputs.concat()).unwrap();
+        assert!(text.contains("Content-Length: 5\r\n"), "{text}");
+        assert!(!text.contains("Transfer-Encoding"), "{text}");
+        assert!(text.ends_with("\r\n\r\nsmall"), "{text}");
     }
 
     #[test]

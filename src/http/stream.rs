@@ -1,10 +1,11 @@
 //! Streamed response bodies: the [`BodySource`] a route answers with when its body is too
 //! big to hold (a `/metrics` scrape of a million series), and the framing of its parts.
 //!
-//! The engine writes the head of a streamed answer with `Transfer-Encoding: chunked`
-//! (HTTP/1.1) or with no length at all and `Connection: close` (HTTP/1.0: the body ends
-//! with the connection), then asks the source for one part per call of the engine, each
-//! sent as one chunk, and the last chunk once the source is done. A part is produced only
+//! The engine asks for the first part before it writes the head: a body complete with it,
+//! or any body for an HTTP/1.0 client (which cannot take chunks; made whole), is sent with
+//! its `Content-Length` like any answer. Otherwise the head says `Transfer-Encoding:
+//! chunked` and the engine asks the source for one part per call, each sent as one chunk,
+//! and the last chunk once the source is done. A part is produced only
 //! after the previous one was written (the I/O layer calls the engine again once its
 //! output is out), so a connection holds about one part whatever the body's size, and a
 //! client that reads slowly makes the source wait. Dropping the source (a client gone, a
@@ -33,7 +34,8 @@ impl fmt::Debug for dyn BodySource {
 #[derive(Debug)]
 pub struct Streaming {
     source: Box<dyn BodySource>,
-    /// Each part is a chunk (HTTP/1.1); otherwise raw bytes up to the close (HTTP/1.0).
+    /// Each part is a chunk (so for every answer the engine streams: HTTP/1.0 bodies are
+    /// sent whole); otherwise raw bytes.
     chunked: bool,
     /// Close the connection after the body (HTTP/1.0, `Connection: close`, shutdown).
     pub close: bool,
@@ -42,6 +44,20 @@ pub struct Streaming {
 /// The placeholder of a chunk-size line: eight hex digits (leading zeros are valid chunk
 /// sizes), so the part is appended in place and its size written in front afterwards.
 const SIZE_LINE: &[u8] = b"00000000\r\n";
+
+/// Appends `part` as one chunk (nothing for an empty part: a zero-size chunk would end
+/// the body).
+pub fn push_chunk(out: &mut Vec<u8>, part: &[u8]) {
+    if part.is_empty() {
+        return;
+    }
+    out.reserve(part.len() + SIZE_LINE.len() + 2);
+    let start = out.len();
+    out.extend_from_slice(SIZE_LINE);
+    write_hex8(&mut out[start..start + 8], part.len() as u32);
+    out.extend_from_slice(part);
+    out.extend_from_slice(b"\r\n");
+}
 
 /// The last chunk, with no trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
