@@ -121,6 +121,12 @@ pub const READ_SLICE_GROUPS: usize = 4096;
 /// counted after compression (about ten times the text).
 pub const STREAM_PART: usize = 128 * 1024;
 
+/// Most render steps (each up to `READ_SLICE_GROUPS` series groups, well under a
+/// millisecond) one part of a streamed `/metrics` answer may take, whatever it produced: a
+/// gzip part of 128 KiB holds ~50,000 series of text, and a worker busy that long is a
+/// worker a write waits for when two scrapers keep both busy.
+pub const STREAM_PART_STEPS: u32 = 4;
+
 /// Longest a sliced read waits between two slices for a waiting aggregator to take the
 /// store lock (it applies a chunk in well under this); bounded so a reader always goes on.
 pub const READ_YIELD_MAX: Duration = Duration::from_millis(20);

@@ -26,7 +26,7 @@ use std::time::SystemTime;
 use crate::http::request::{BodyFraming, HeadError, Method, RequestHead, Version, parse_head};
 use crate::http::response::ResponseWriter;
 use crate::http::service::{Limits, Reply, RouteId, Service};
-use crate::http::stream::{BodySource, Streaming};
+use crate::http::stream::{BodySource, PendingHead, Streaming};
 use crate::http::{ChunkError, ChunkedDecoder};
 use crate::tuning::OUTPUT_HIGH_WATER;
 
@@ -287,7 +287,7 @@ fn serve<S: Service>(
                 // Responses pipelined before it filled the output: write them first.
                 return Progress::Streaming;
             }
-            match stream.next_part(output) {
+            match stream_part(svc, local, output, stream) {
                 Ok(false) => return Progress::Streaming,
                 Ok(true) => {
                     let close = stream.close;
@@ -594,7 +594,7 @@ fn answer<S: Service>(
     let keep = head.keep_alive && !closing && !reply.close;
     let head_only = head.method == Method::Head;
     if let Some(source) = reply.stream.take() {
-        return answer_streamed(svc, local, output, &reply, source, keep, head, head_only);
+        return answer_streamed(svc, local, output, reply, source, keep, head, head_only);
     }
     if reply.defer {
         // Counted when the deferred work completes (or replaced by an error then).
@@ -605,72 +605,132 @@ fn answer<S: Service>(
     if keep { Answer::Keep } else { Answer::Close }
 }
 
-/// Answers a reply whose body comes from a source. The first part is asked for first: a
-/// body complete with it — and any body for an HTTP/1.0 client, which cannot take chunks
-/// — is sent whole with its `Content-Length`, like any other reply. A longer one gets a
-/// head with `Transfer-Encoding: chunked`, its first part as the first chunk, and the rest
-/// a part per call. A `HEAD` gets the head a long body would (chunked, no length) and the
-/// source is dropped unread. A source that fails before anything is sent is answered
-/// `500`.
+/// Answers a reply whose body comes from a source. No head is written before the body's
+/// first bytes exist: a body complete by then — every small one, and one a source
+/// gathers before it writes anything, like `/series` — goes out with its
+/// `Content-Length` like any other reply, and so does any body for an HTTP/1.0 client,
+/// which cannot take chunks (made whole on this call). A longer one gets a head with
+/// `Transfer-Encoding: chunked`, its first bytes as the first chunk, and the rest a part
+/// per call (see [`stream_part`]). A `HEAD` gets the head a long body would (chunked, no
+/// length) and the source is dropped unread.
 #[allow(clippy::too_many_arguments)]
 fn answer_streamed<S: Service>(
     svc: &S,
     local: &mut S::Local,
     output: &mut Vec<u8>,
-    reply: &Reply,
-    mut source: Box<dyn BodySource>,
+    reply: Reply,
+    source: Box<dyn BodySource>,
     keep: bool,
     head: &RequestHead<'_>,
     head_only: bool,
 ) -> Answer {
-    let chunked = head.version == Version::Http11;
-    if !head_only {
-        let (_, body) = S::buffers(local);
-        body.clear();
-        let mut done = source.fill(body);
-        // HTTP/1.0: the whole body, so it can be announced.
-        while !chunked && matches!(done, Ok(false)) {
-            done = source.fill(body);
-        }
-        match done {
-            Ok(true) => {
-                drop(source);
-                write_reply(svc, local, output, reply, keep, head.version, false);
-                return if keep { Answer::Keep } else { Answer::Close };
-            }
-            Ok(false) => {}
-            Err(e) => {
-                log::warn!("a response body failed before it was sent ({e})");
-                let (_, body) = S::buffers(local);
-                body.clear();
-                let failed = Reply::empty(500);
-                write_reply(svc, local, output, &failed, keep, head.version, false);
-                return if keep { Answer::Keep } else { Answer::Close };
-            }
-        }
+    if head_only {
+        write_stream_head(svc, local, output, &reply, keep, head.version);
+        drop(source);
+        return if keep { Answer::Keep } else { Answer::Close };
     }
+    let mut stream = Streaming::new(source, head.version == Version::Http11, !keep);
+    stream.pending = Some(PendingHead {
+        reply,
+        keep,
+        version: head.version,
+    });
+    match stream_part(svc, local, output, &mut stream) {
+        Ok(false) => Answer::Stream(stream),
+        Ok(true) if !stream.close => Answer::Keep,
+        _ => Answer::Close,
+    }
+}
+
+/// Writes and counts the head of a chunked reply.
+fn write_stream_head<S: Service>(
+    svc: &S,
+    local: &mut S::Local,
+    output: &mut Vec<u8>,
+    reply: &Reply,
+    keep: bool,
+    version: Version,
+) {
     let headers: Vec<(&str, &[u8])> = reply
         .headers
         .iter()
         .map(|(n, v)| (*n, v.as_slice()))
         .collect();
-    let (writer, body) = S::buffers(local);
+    let (writer, _) = S::buffers(local);
     writer.write_stream_head(
         output,
         reply.status,
-        connection(keep, head.version),
+        connection(keep, version),
         reply.content_type,
         &headers,
-        chunked,
+        version == Version::Http11,
     );
     svc.count_response(reply.status);
-    if head_only {
-        drop(source);
-        return if keep { Answer::Keep } else { Answer::Close };
-    }
-    crate::http::stream::push_chunk(output, body);
+}
+
+/// One call's worth of a streamed body: `Ok(true)` once it is complete. While its head is
+/// pending, the part is made in the body buffer first: complete, it is sent whole with
+/// its length; empty, the head waits for the next call; otherwise the chunked head goes
+/// out with it as the first chunk. A source failing before the head is answered `500`
+/// (and the connection closed); after it, the caller closes the connection mid-body.
+fn stream_part<S: Service>(
+    svc: &S,
+    local: &mut S::Local,
+    output: &mut Vec<u8>,
+    stream: &mut Streaming,
+) -> std::io::Result<bool> {
+    let Some(mut head) = stream.pending.take() else {
+        return stream.next_part(output);
+    };
+    let (_, body) = S::buffers(local);
     body.clear();
-    Answer::Stream(Streaming::new(source, chunked, !keep))
+    let mut done = stream.fill(body);
+    // HTTP/1.0: the whole body, so it can be announced.
+    while head.version != Version::Http11 && matches!(done, Ok(false)) {
+        done = stream.fill(body);
+    }
+    match done {
+        Ok(true) => {
+            head.reply.has_body = true;
+            write_reply(
+                svc,
+                local,
+                output,
+                &head.reply,
+                head.keep,
+                head.version,
+                false,
+            );
+            S::buffers(local).1.clear();
+            Ok(true)
+        }
+        Ok(false) if body.is_empty() => {
+            stream.pending = Some(head);
+            Ok(false)
+        }
+        Ok(false) => {
+            write_stream_head(svc, local, output, &head.reply, head.keep, head.version);
+            let (_, body) = S::buffers(local);
+            crate::http::stream::push_chunk(output, body);
+            body.clear();
+            Ok(false)
+        }
+        Err(e) => {
+            log::warn!("a response body failed before it was sent ({e})");
+            S::buffers(local).1.clear();
+            stream.close = true;
+            write_reply(
+                svc,
+                local,
+                output,
+                &Reply::empty(500),
+                false,
+                head.version,
+                false,
+            );
+            Ok(true)
+        }
+    }
 }
 
 /// Encodes `reply` (its body is in the service's body buffer) and counts it.
@@ -894,6 +954,7 @@ mod tests {
                 "/durable" => Ok(RouteId(2)),
                 "/stream" => Ok(RouteId(3)),
                 "/small" => Ok(RouteId(4)),
+                "/gathered" => Ok(RouteId(5)),
                 _ => Err(Reply::empty(404)),
             }
         }
@@ -923,6 +984,14 @@ mod tests {
                         dropped: None,
                     };
                     Reply::stream(200, "text/plain", Box::new(source))
+                }
+                5 => {
+                    // Gathers over two calls, then writes it all (like `/series`).
+                    let source = Parts {
+                        parts: vec![Vec::new(), Vec::new(), b"gathered".to_vec()],
+                        dropped: None,
+                    };
+                    Reply::stream(200, "application/json", Box::new(source))
                 }
                 _ => panic!("the stand-in handler panics"),
             }
@@ -1223,6 +1292,28 @@ mod tests {
         assert!(text.contains("Content-Length: 5\r\n"), "{text}");
         assert!(!text.contains("Transfer-Encoding"), "{text}");
         assert!(text.ends_with("\r\n\r\nsmall"), "{text}");
+    }
+
+    #[test]
+    fn a_source_that_gathers_first_is_sent_whole_with_its_length_once_it_is_done() {
+        let mut ex = Exchange::default();
+        let mut input = [b"GET /gathered HTTP/1.1\r\n\r\n".as_slice(), PING].concat();
+        let (outputs, p) = drive(&mut ex, &mut input);
+        assert_eq!(
+            p,
+            Progress::NeedMore {
+                phase: Phase::Idle,
+                min_len: 1
+            }
+        );
+        // Nothing at all while it gathers: not even the head.
+        assert_eq!(outputs.len(), 3, "{outputs:?}");
+        assert!(outputs[0].is_empty() && outputs[1].is_empty());
+        let text = String::from_utf8(outputs[2].clone()).unwrap();
+        assert_eq!(statuses(text.as_bytes()), [200, 204]);
+        assert!(text.contains("Content-Length: 8\r\n"), "{text}");
+        assert!(!text.contains("Transfer-Encoding"), "{text}");
+        assert!(text.contains("\r\n\r\ngatheredHTTP/1.1 204"), "{text}");
     }
 
     #[test]

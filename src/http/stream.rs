@@ -34,6 +34,9 @@ impl fmt::Debug for dyn BodySource {
 #[derive(Debug)]
 pub struct Streaming {
     source: Box<dyn BodySource>,
+    /// The head is not written yet: every part so far was empty (a source still gathering,
+    /// like `/series`). The reply it will be written from, and how.
+    pub pending: Option<PendingHead>,
     /// Each part is a chunk (so for every answer the engine streams: HTTP/1.0 bodies are
     /// sent whole); otherwise raw bytes.
     chunked: bool,
@@ -62,13 +65,34 @@ pub fn push_chunk(out: &mut Vec<u8>, part: &[u8]) {
 /// The last chunk, with no trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// The head of a streamed reply, written once its first bytes exist: with the whole body
+/// and its `Content-Length` if the source finished by then, chunked otherwise.
+pub struct PendingHead {
+    pub reply: crate::http::service::Reply,
+    /// The keep-alive decision and the request's version.
+    pub keep: bool,
+    pub version: crate::http::request::Version,
+}
+
+impl fmt::Debug for PendingHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PendingHead({})", self.reply.status)
+    }
+}
+
 impl Streaming {
     pub fn new(source: Box<dyn BodySource>, chunked: bool, close: bool) -> Streaming {
         Streaming {
             source,
+            pending: None,
             chunked,
             close,
         }
+    }
+
+    /// The source's next part, unframed (for a head still pending).
+    pub fn fill(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        self.source.fill(out)
     }
 
     /// Appends the next part, framed; `Ok(true)` when the body is complete (the last chunk

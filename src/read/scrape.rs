@@ -3,7 +3,9 @@
 //!
 //! Each part runs a few steps of the [`MetricsRender`] through a [`SteppedReader`] (the
 //! store locked per step, writes applied between steps) until about
-//! [`STREAM_PART`] encoded bytes are ready, and hands them out; the next part is asked for
+//! [`STREAM_PART`] encoded bytes are ready or [`STREAM_PART_STEPS`] steps ran (so a part
+//! keeps a worker a millisecond or two, not the 10 ms 128 KiB of gzip takes), and hands
+//! them out; the next part is asked for
 //! only once the connection wrote this one, so the render's memory is its own small
 //! buffers plus one part, whatever the store's size, and a slow client holds the render
 //! (and its registration with the store, which only keeps removed series' slots from being
@@ -23,7 +25,7 @@ use flate2::write::GzEncoder;
 use crate::http::BodySource;
 use crate::ingest::{Pipeline, SteppedReader};
 use crate::read::exposition::{MetricsRender, OwnFamily};
-use crate::tuning::STREAM_PART;
+use crate::tuning::{STREAM_PART, STREAM_PART_STEPS};
 
 /// What the rendered text is written into: plain bytes or a gzip stream, whose output so
 /// far can be handed out between steps.
@@ -110,7 +112,12 @@ impl<E: Encoded> BodySource for MetricsBody<E> {
         let reader = self
             .reader
             .get_or_insert_with(|| SteppedReader::new(Arc::clone(&self.pipeline)));
-        if !reader.advance(render, |r| r.out().ready() >= STREAM_PART) {
+        let steps = std::cell::Cell::new(0u32);
+        let part_ready = |r: &MetricsRender<E>| {
+            steps.set(steps.get() + 1);
+            r.out().ready() >= STREAM_PART || steps.get() >= STREAM_PART_STEPS
+        };
+        if !reader.advance(render, part_ready) {
             render.out_mut().take_into(out);
             return Ok(false);
         }
