@@ -417,10 +417,8 @@ fn series(app: &App, local: &mut Local, req: &Request<'_>) -> Reply {
     }
     match SeriesFilter::from_query(req.head.query) {
         Ok(filter) => {
-            let mut render = crate::read::series::SeriesRender::new(&filter);
-            app.pipeline.read_sliced(&mut render);
-            render.finish(&mut local.body);
-            Reply::with_body(200, JSON)
+            let body = crate::read::scrape::series_body(Arc::clone(&app.pipeline), filter);
+            Reply::stream(200, JSON, body)
         }
         Err(message) => error_reply(Shape::V1, 400, &message, None, &mut local.body),
     }

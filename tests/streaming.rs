@@ -5,7 +5,8 @@
 //! behind a streamed scrape are answered after it and in order (in every I/O model), a
 //! client that goes away mid-body (closing or resetting) leaves a server that goes on
 //! serving, applying writes and deleting, and a multi-part gzip body decompresses to the
-//! samples of the plain one.
+//! samples of the plain one. A `/series` listing read over several jobs is sent whole,
+//! with its length.
 //!
 //! Every loop and wait is bounded in count and time; nothing asserts speed.
 
@@ -183,6 +184,52 @@ fn requests_pipelined_behind_a_streamed_scrape_are_answered_after_it_in_every_io
         assert_eq!(samples(&gunzip(&gz.body)), want, "{model}");
         let health = c.response();
         assert_eq!(health.status, 200, "{model}: the health check after both");
+        assert!(c.closed_within(Duration::from_secs(10)), "{model}");
+    }
+}
+
+/// A `/series` listing of a store bigger than one job's read is gathered over several
+/// jobs, then sent whole with its `Content-Length`, in every I/O model, with the requests
+/// pipelined behind it answered after it and in order.
+#[test]
+fn a_series_listing_read_over_several_jobs_is_sent_whole_with_its_length() {
+    const N: usize = 20_000;
+    for model in ["reactor", "threadpool", "blocking"] {
+        let s = loaded(&["--memory-only", "--io-model", model], N);
+        let mut c = Reader::new(s.connect());
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        c.send(
+            b"GET /series?limit=3 HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /series?tag=host:h19999 HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        let first = c.response();
+        assert_eq!(first.status, 200, "{model}");
+        assert_eq!(first.header("Transfer-Encoding"), None, "{model}");
+        assert_eq!(
+            first.header("Content-Length"),
+            Some(first.body.len().to_string().as_str()),
+            "{model}"
+        );
+        let j = first.json();
+        let hosts: Vec<&str> = j["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["tags"]["host"].as_str().unwrap())
+            .collect();
+        assert_eq!(hosts, ["h0", "h1", "h10"], "{model}");
+        assert_eq!(j["truncated"], true, "{model}");
+        let one = c.response();
+        assert_eq!(one.status, 200, "{model}");
+        assert!(one.header("Content-Length").is_some(), "{model}");
+        let j = one.json();
+        assert_eq!(j["series"].as_array().unwrap().len(), 1, "{model}: {j}");
+        assert_eq!(j["series"][0]["tags"]["host"], "h19999", "{model}");
+        assert_eq!(j["truncated"], false, "{model}");
+        assert_eq!(c.response().status, 204, "{model}: the ping after both");
         assert!(c.closed_within(Duration::from_secs(10)), "{model}");
     }
 }

@@ -1491,7 +1491,7 @@ mod tests {
     }
 
     /// Reads in slices of `slice` groups, adding `grow` series and removing the oldest
-    /// added one between slices, as `Pipeline::read_sliced` does; returns the keys seen.
+    /// added one between slices, as a stepped read (`SteppedReader`) does; returns the keys seen.
     fn sliced_read(s: &mut SeriesStore, slice: usize, grow: usize) -> Vec<Vec<u8>> {
         let mut seen = Vec::new();
         let mut cursor = 0;

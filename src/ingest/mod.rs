@@ -6,10 +6,14 @@
 //! `/series` take to read. On shutdown the queue is closed and drained completely before
 //! the thread exits: every point acknowledged with `204` ends up in the aggregates.
 //!
-//! Readers (`/metrics`, `/series`) take that mutex once per slice of
-//! [`READ_SLICE_GROUPS`] series groups ([`Pipeline::read_sliced`]) and copy out what they
-//! render, so the aggregator never waits for a whole render. A streamed `/metrics` answer
-//! runs its read a few steps per part across several worker jobs ([`SteppedReader`]),
+//! Readers (`/metrics`, `/series`) take that mutex once per step of a [`SteppedRead`] (a
+//! slice of [`crate::tuning::READ_SLICE_GROUPS`] series groups) and copy out what they render, so the
+//! aggregator never waits for a whole render. What a reader sees: every group that exists
+//! for the whole read, exactly once; a group created or removed during the read, once or
+//! not at all. Each group's fields are seen together, as of one moment, but two groups may
+//! be seen at different moments (a batch applied mid-read shows in later slices only).
+//! A `/metrics` or `/series` answer runs its read a few steps per job across several
+//! worker jobs ([`SteppedReader`]),
 //! registered with the store from its first step until it is done or dropped; a reader
 //! dropped where the lock must not be waited for (the reactor, when a client went away)
 //! leaves its end to the aggregator's next turn.
@@ -50,16 +54,16 @@ use lifecycle::{DeleteJob, DeleteReply, ExpirySchedule};
 
 use crate::log_limit::SharedLogLimiter;
 use crate::stats::{QueueGauges, Stats, bump};
-use crate::tuning::{APPLY_CHUNK, READ_SLICE_GROUPS, READ_YIELD_MAX};
+use crate::tuning::{APPLY_CHUNK, READ_YIELD_MAX};
 
-/// A reader of the store in slices ([`Pipeline::read_sliced`]): it copies what it needs
-/// out of each group, since the lock is released between slices.
+/// A reader of the store a slice of groups at a time (`SeriesStore::read_slice`): it
+/// copies what it needs out of each group, since the lock is released between slices.
 pub trait GroupSink {
     /// One series group, seen with the store locked.
     fn group(&mut self, view: GroupView<'_>);
 }
 
-/// A reader of the store in steps ([`Pipeline::read_steps`]), each taken with the store
+/// A reader of the store in steps ([`SteppedReader::advance`]), each taken with the store
 /// locked, with the lock released (and the aggregator let in) between them.
 pub trait SteppedRead {
     /// One step; returns `true` when the read is complete.
@@ -215,36 +219,6 @@ impl Pipeline {
     /// The whole store locked (tests, and readers that need one instant).
     pub fn store(&self) -> MutexGuard<'_, SeriesStore> {
         lock(&self.store)
-    }
-
-    /// Hands every series group to `sink`, taking the store lock once per slice of
-    /// [`READ_SLICE_GROUPS`] groups, so batches are applied between slices.
-    ///
-    /// What a reader sees: every group that exists for the whole read, exactly once; a
-    /// group created or removed during the read, once or not at all. Each group's fields
-    /// are seen together, as of one moment, but two groups may be seen at different
-    /// moments (a batch applied mid-read shows in the groups of later slices only).
-    pub fn read_sliced(&self, sink: &mut impl GroupSink) {
-        struct Slices<'s, S> {
-            sink: &'s mut S,
-            cursor: usize,
-        }
-        impl<S: GroupSink> SteppedRead for Slices<'_, S> {
-            fn step(&mut self, store: &SeriesStore) -> bool {
-                store.read_slice(&mut self.cursor, READ_SLICE_GROUPS, |g| self.sink.group(g))
-            }
-        }
-        self.read_steps(&mut Slices { sink, cursor: 0 });
-    }
-
-    /// Runs `read` step by step, each step with the store locked, until it says it is
-    /// complete; between steps the lock is released and a waiting aggregator goes first.
-    /// The read is registered with the store throughout ([`SeriesStore::begin_read`]),
-    /// so positions it noted stay valid.
-    pub fn read_steps(&self, read: &mut impl SteppedRead) {
-        let mut reader = SteppedReader::new(self);
-        reader.advance(read, |_| false);
-        reader.finish();
     }
 
     /// Ends the registrations of reads dropped while the store was locked elsewhere.

@@ -223,7 +223,7 @@ struct Direct {
 }
 
 /// A `/metrics` render, step by step with the store locked in between
-/// ([`crate::ingest::Pipeline::read_steps`]), written to `W` in pieces of about [`PIECE`]
+/// ([`crate::ingest::SteppedReader`]), written to `W` in pieces of about [`PIECE`]
 /// bytes.
 ///
 /// User series are gauges holding `last` (booleans as 0/1, integers exactly, no sample

@@ -1,5 +1,7 @@
-//! The streamed body of a `GET /metrics` answer: the exposition (`exposition.rs`) rendered
-//! a part at a time, plain or gzip-encoded, handed to the HTTP engine as a [`BodySource`].
+//! The bodies of the read answers, handed to the HTTP engine as [`BodySource`]s: a
+//! `GET /metrics` exposition (`exposition.rs`) rendered and sent a part at a time, plain or
+//! gzip-encoded, and a `GET /series` listing (`series.rs`) gathered over several short
+//! jobs and sent whole.
 //!
 //! Each part runs a few steps of the [`MetricsRender`] through a [`SteppedReader`] (the
 //! store locked per step, writes applied between steps) until about
@@ -12,7 +14,13 @@
 //! reused) rather than memory. The server's own families are rendered last, when the
 //! user's series are done, and a gzip stream is finished after them.
 //!
-//! Dropping the body before its end (the client went away, a write timeout, a shutdown)
+//! A `/series` body reads [`STREAM_PART_STEPS`] slices of the store per call and hands
+//! out nothing until every slice is read; then it writes the listing (at most `limit`
+//! series, so a small body), which the engine sends whole with its `Content-Length`. A
+//! listing of a million-series store is then some 60 jobs of a millisecond or two, not
+//! one job of 60 ms that keeps a worker from the writes queued behind it.
+//!
+//! Dropping a body before its end (the client went away, a write timeout, a shutdown)
 //! ends its registration with the store; that may happen on the reactor, so it never
 //! waits for the store's lock (see [`SteppedReader`]'s `Drop`).
 
@@ -25,6 +33,7 @@ use flate2::write::GzEncoder;
 use crate::http::BodySource;
 use crate::ingest::{Pipeline, SteppedReader};
 use crate::read::exposition::{MetricsRender, OwnFamily};
+use crate::read::series::{SeriesFilter, SeriesRead};
 use crate::tuning::{STREAM_PART, STREAM_PART_STEPS};
 
 /// What the rendered text is written into: plain bytes or a gzip stream, whose output so
@@ -127,6 +136,49 @@ impl<E: Encoded> BodySource for MetricsBody<E> {
         }
         if let Some(render) = self.render.take() {
             render.finish(&self.own)?.finish_into(out)?;
+        }
+        Ok(true)
+    }
+}
+
+/// The `/series` body: a read of the store in slices, a few per call, then the listing.
+pub struct SeriesBody {
+    pipeline: Arc<Pipeline>,
+    reader: Option<SteppedReader<Arc<Pipeline>>>,
+    /// `None` once the listing is written.
+    read: Option<SeriesRead>,
+}
+
+/// The body of a `/series` answer listing what `filter` selects of `pipeline`'s store.
+pub fn series_body(pipeline: Arc<Pipeline>, filter: SeriesFilter) -> Box<dyn BodySource> {
+    Box::new(SeriesBody {
+        pipeline,
+        reader: None,
+        read: Some(SeriesRead::new(filter)),
+    })
+}
+
+impl BodySource for SeriesBody {
+    fn fill(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        let Some(read) = self.read.as_mut() else {
+            return Ok(true);
+        };
+        let reader = self
+            .reader
+            .get_or_insert_with(|| SteppedReader::new(Arc::clone(&self.pipeline)));
+        let steps = std::cell::Cell::new(0u32);
+        let enough = |_: &SeriesRead| {
+            steps.set(steps.get() + 1);
+            steps.get() >= STREAM_PART_STEPS
+        };
+        if !reader.advance(read, enough) {
+            return Ok(false);
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.finish();
+        }
+        if let Some(read) = self.read.take() {
+            read.finish(out);
         }
         Ok(true)
     }

@@ -12,11 +12,11 @@
 use std::borrow::Cow;
 use std::io::Write;
 
-use crate::ingest::GroupSink;
 use crate::ingest::aggregator::{
     FieldAgg, FieldRef, GroupView, LastValue, SeriesStore, Tag, unescape_key,
 };
 use crate::ingest::lifecycle::{Selector, group_matches};
+use crate::ingest::{GroupSink, SteppedRead};
 use crate::tuning::READ_SLICE_GROUPS;
 
 /// Series listed when the query has no `limit`.
@@ -217,8 +217,8 @@ struct OwnedGroup {
 /// the store (so it can be read in slices, its lock released between them), keeping only
 /// the first `limit` in the listing's order as it goes, so memory stays bounded by the
 /// limit, not the store; [`SeriesRender::finish`] writes the JSON.
-pub struct SeriesRender<'f> {
-    filter: &'f SeriesFilter,
+pub struct SeriesRender {
+    filter: SeriesFilter,
     /// Series matching the filter, counted over every group (for `truncated`).
     matched: usize,
     groups: Vec<OwnedGroup>,
@@ -242,8 +242,8 @@ fn view_order(a: &GroupView<'_>, b: &OwnedGroup) -> std::cmp::Ordering {
         .then_with(|| a.key.cmp(&b.key))
 }
 
-impl<'f> SeriesRender<'f> {
-    pub fn new(filter: &'f SeriesFilter) -> SeriesRender<'f> {
+impl SeriesRender {
+    pub fn new(filter: SeriesFilter) -> SeriesRender {
         SeriesRender {
             filter,
             matched: 0,
@@ -275,7 +275,7 @@ impl<'f> SeriesRender<'f> {
     }
 }
 
-impl GroupSink for SeriesRender<'_> {
+impl GroupSink for SeriesRender {
     fn group(&mut self, view: GroupView<'_>) {
         if !self.filter.matches_group(&view) {
             return;
@@ -320,14 +320,43 @@ impl GroupSink for SeriesRender<'_> {
 /// hold); `last` keeps its type (integer, float, boolean or string). When a key repeats a
 /// tag key, the `tags` object lists the first occurrence only. Reads the store in one go.
 pub fn render_series(store: &SeriesStore, filter: &SeriesFilter, out: &mut Vec<u8>) {
-    let mut render = SeriesRender::new(filter);
+    let mut render = SeriesRender::new(filter.clone());
     for view in store.groups() {
         render.group(view);
     }
     render.finish(out);
 }
 
-impl SeriesRender<'_> {
+/// A `/series` read taken a slice of [`READ_SLICE_GROUPS`] groups per step (a
+/// [`SteppedRead`]), so it can be spread over several short jobs with writes applied
+/// between them; [`SeriesRead::finish`] writes the listing once every slice is read.
+pub struct SeriesRead {
+    render: SeriesRender,
+    cursor: usize,
+}
+
+impl SeriesRead {
+    pub fn new(filter: SeriesFilter) -> SeriesRead {
+        SeriesRead {
+            render: SeriesRender::new(filter),
+            cursor: 0,
+        }
+    }
+
+    /// Writes the listing of what the steps gathered.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        self.render.finish(out);
+    }
+}
+
+impl SteppedRead for SeriesRead {
+    fn step(&mut self, store: &SeriesStore) -> bool {
+        let render = &mut self.render;
+        store.read_slice(&mut self.cursor, READ_SLICE_GROUPS, |g| render.group(g))
+    }
+}
+
+impl SeriesRender {
     /// Writes the listing of the groups gathered (see [`render_series`]).
     pub fn finish(mut self, out: &mut Vec<u8>) {
         let truncated = self.matched > self.filter.limit;
