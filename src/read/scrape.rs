@@ -3,11 +3,11 @@
 //! gzip-encoded, and a `GET /series` listing (`series.rs`) gathered over several short
 //! jobs and sent whole.
 //!
-//! Each part runs a few steps of the [`MetricsRender`] through a [`SteppedReader`] (the
-//! store locked per step, writes applied between steps) until about
-//! [`STREAM_PART`] encoded bytes are ready or [`STREAM_PART_STEPS`] steps ran (so a part
-//! keeps a worker a millisecond or two, not the 10 ms 128 KiB of gzip takes), and hands
-//! them out; the next part is asked for
+//! Each part runs steps of the [`MetricsRender`] through a [`SteppedReader`] (the store
+//! locked per step, writes applied between steps) until about [`STREAM_PART`] encoded
+//! bytes are ready or [`STREAM_PART_STEPS`] steps ran (so a part keeps a worker well under
+//! a millisecond, not the 10 ms 128 KiB of gzip takes), and hands them out; the next part
+//! is asked for
 //! only once the connection wrote this one, so the render's memory is its own small
 //! buffers plus one part, whatever the store's size, and a slow client holds the render
 //! (and its registration with the store, which only keeps removed series' slots from being
@@ -17,8 +17,8 @@
 //! A `/series` body reads [`STREAM_PART_STEPS`] slices of the store per call and hands
 //! out nothing until every slice is read; then it writes the listing (at most `limit`
 //! series, so a small body), which the engine sends whole with its `Content-Length`. A
-//! listing of a million-series store is then some 60 jobs of a millisecond or two, not
-//! one job of 60 ms that keeps a worker from the writes queued behind it.
+//! listing of a million-series store is then some 250 short jobs, not one job of 60 ms
+//! that keeps a worker from the writes queued behind it.
 //!
 //! Dropping a body before its end (the client went away, a write timeout, a shutdown)
 //! ends its registration with the store; that may happen on the reactor, so it never
