@@ -10,8 +10,18 @@ use metricstream::{Config, Startup};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// A thread's part of [`metricstream::sys::release_idle_memory`]: mimalloc frees the
+/// calling thread's empty pages (and those other threads freed into its heap) back to the
+/// OS.
+fn collect_this_threads_heap() {
+    // SAFETY: mi_collect takes no pointer and only walks the calling thread's own heap,
+    // which mimalloc synchronises with other threads' frees into it.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
 fn main() -> ExitCode {
     metricstream::sys::disable_transparent_huge_pages();
+    metricstream::sys::set_idle_release(collect_this_threads_heap);
     let config = match Config::from_env_and_args() {
         Ok(Startup::Run(config)) => *config,
         Ok(Startup::Print(text)) => {

@@ -87,6 +87,26 @@ pub fn disable_transparent_huge_pages() {
 #[cfg(not(target_os = "linux"))]
 pub fn disable_transparent_huge_pages() {}
 
+/// How a thread hands the memory it freed back to the OS once it is idle (see
+/// [`release_idle_memory`]); set by the binary for its allocator.
+static IDLE_RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what [`release_idle_memory`] calls (once; later calls are ignored).
+pub fn set_idle_release(release: fn()) {
+    let _ = IDLE_RELEASE.set(release);
+}
+
+/// Called by a thread that has been idle a while (a worker after
+/// `tuning::IDLE_RELEASE_AFTER` without a job): an allocator that keeps freed pages per
+/// thread (mimalloc) only returns them when their thread allocates or collects, so pages
+/// a burst of writes freed on a worker stay resident while it sleeps. Does nothing unless
+/// the binary set a release function.
+pub fn release_idle_memory() {
+    if let Some(release) = IDLE_RELEASE.get() {
+        release();
+    }
+}
+
 /// Resident set size of this process in bytes (Linux `/proc/self/statm`).
 pub fn rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -183,5 +203,29 @@ mod tests {
             })
         );
         assert_eq!(parse_netstat("IpExt: A\nIpExt: 1\n"), None);
+    }
+
+    static RELEASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn count_release() {
+        RELEASES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn other_release() {
+        RELEASES.fetch_add(100, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[test]
+    fn the_idle_release_set_first_is_the_one_called() {
+        set_idle_release(count_release);
+        set_idle_release(other_release);
+        let before = RELEASES.load(std::sync::atomic::Ordering::SeqCst);
+        release_idle_memory();
+        // Idle workers of other tests may call it too, but never the second function.
+        let after = RELEASES.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            after > before && (after - before) < 100,
+            "{before} -> {after}"
+        );
     }
 }

@@ -12,7 +12,11 @@
 //! panics is answered `500` and closed (`process_catching`): every job taken comes back as
 //! a completion, so no connection is left waiting for ever.
 //!
-//! A streamed answer (`/metrics`) is a job per part: the connection's `Exchange` carries the
+//! A worker that finds no job for [`IDLE_RELEASE_AFTER`] hands the memory it freed back to
+//! the OS once (`sys::release_idle_memory`) before it sleeps on: a burst of large writes
+//! leaves nothing resident behind it on an idle worker.
+//!
+//! A streamed answer (`/metrics`, `/series`) is a job per part: the connection's `Exchange` carries the
 //! body's source into the job and back, and the engine appends the next part.
 //!
 //! A request answered with a held reply (`Progress::AwaitDurable`: a write's `204`, a
@@ -34,7 +38,7 @@ use crate::durable::{self, Ack, ConnTicket, Deferred, HeldAnswer, Ticket};
 use crate::http::exchange::{self, Exchange, Progress};
 use crate::net::doorbell::Doorbell;
 use crate::stats::bump;
-use crate::tuning::{MAX_CHUNK, PUBLISH_EVERY, SLOW_JOB};
+use crate::tuning::{IDLE_RELEASE_AFTER, MAX_CHUNK, PUBLISH_EVERY, SLOW_JOB};
 
 /// One connection's bytes on their way to a worker.
 pub struct Job {
@@ -187,11 +191,14 @@ fn worker_loop(shared: &Shared, instance: u32) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_CHUNK);
     let mut finished: Vec<Done> = Vec::with_capacity(MAX_CHUNK);
     let mut appends: Vec<(ConnTicket, Option<Deferred>)> = Vec::new();
+    // The memory freed since the worker last went idle was handed back.
+    let mut released = true;
     loop {
         {
             let mut q = lock(&shared.queue);
             loop {
                 if !q.jobs.is_empty() {
+                    released = false;
                     // An even share of what is queued, so every worker gets some of a burst.
                     let share = q.jobs.len().div_ceil(shared.workers).clamp(1, MAX_CHUNK);
                     jobs.extend(q.jobs.drain(..share));
@@ -205,7 +212,24 @@ fn worker_loop(shared: &Shared, instance: u32) {
                     return;
                 }
                 q.idle_workers += 1;
-                q = shared.available.wait(q).unwrap_or_else(|p| p.into_inner());
+                if released {
+                    q = shared.available.wait(q).unwrap_or_else(|p| p.into_inner());
+                } else {
+                    let (guard, waited) = shared
+                        .available
+                        .wait_timeout(q, IDLE_RELEASE_AFTER)
+                        .unwrap_or_else(|p| p.into_inner());
+                    q = guard;
+                    if waited.timed_out() && q.jobs.is_empty() {
+                        // Idle a while: give back what the last burst freed, unlocked.
+                        q.idle_workers -= 1;
+                        drop(q);
+                        crate::sys::release_idle_memory();
+                        released = true;
+                        q = lock(&shared.queue);
+                        continue;
+                    }
+                }
                 q.idle_workers -= 1;
             }
         }
