@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::time::Duration;
 
 use common::*;
@@ -24,14 +23,6 @@ fn user_lines(text: &str) -> Vec<&str> {
                 && !l.starts_with("# TYPE metricstream_")
         })
         .collect()
-}
-
-fn gunzip(bytes: &[u8]) -> String {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_string(&mut text)
-        .expect("a valid gzip body");
-    text
 }
 
 fn metrics_with(s: &Server, accept: Option<&str>, method: &str) -> Response {

@@ -17,7 +17,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -148,14 +147,6 @@ fn fill(s: &Server, n: usize) {
         acked.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
-}
-
-fn gunzip(bytes: &[u8]) -> String {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_string(&mut text)
-        .expect("a valid gzip body");
-    text
 }
 
 /// Checks a decompressed scrape: exactly one `m_v{host="h<i>"} <i>` sample per host below

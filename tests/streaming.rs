@@ -55,12 +55,13 @@ fn samples(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn gunzip(bytes: &[u8]) -> String {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_string(&mut text)
-        .expect("a valid gzip body");
-    text
+/// A connection to `s` whose reads wait up to 30 s (a debug render of a big store).
+fn patient_reader(s: &Server) -> Reader {
+    let c = Reader::new(s.connect());
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    c
 }
 
 fn scrape(addr: SocketAddr, gzip: bool) -> Response {
@@ -151,10 +152,7 @@ fn requests_pipelined_behind_a_streamed_scrape_are_answered_after_it_in_every_io
     const N: usize = 20_000;
     for model in ["reactor", "threadpool", "blocking"] {
         let s = loaded(&["--memory-only", "--io-model", model], N);
-        let mut c = Reader::new(s.connect());
-        c.stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        let mut c = patient_reader(&s);
         c.send(
             b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n\
               GET /ping HTTP/1.1\r\nHost: t\r\n\r\n\
@@ -196,10 +194,7 @@ fn a_series_listing_read_over_several_jobs_is_sent_whole_with_its_length() {
     const N: usize = 20_000;
     for model in ["reactor", "threadpool", "blocking"] {
         let s = loaded(&["--memory-only", "--io-model", model], N);
-        let mut c = Reader::new(s.connect());
-        c.stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        let mut c = patient_reader(&s);
         c.send(
             b"GET /series?limit=3 HTTP/1.1\r\nHost: t\r\n\r\n\
               GET /series?tag=host:h19999 HTTP/1.1\r\nHost: t\r\n\r\n\

@@ -1187,6 +1187,19 @@ mod tests {
         panic!("the engine never stopped")
     }
 
+    /// [`drive`], expecting the connection idle at the end (every request answered).
+    fn drive_to_idle(ex: &mut Exchange, input: &mut Vec<u8>) -> Vec<Vec<u8>> {
+        let (outputs, p) = drive(ex, input);
+        assert_eq!(
+            p,
+            Progress::NeedMore {
+                phase: Phase::Idle,
+                min_len: 1
+            }
+        );
+        outputs
+    }
+
     #[test]
     fn a_streamed_body_goes_out_a_chunk_per_call_then_the_pipeline_goes_on() {
         let mut ex = Exchange::default();
@@ -1208,14 +1221,7 @@ mod tests {
         assert!(!text.contains("Content-Length"));
         // The last part, the last chunk, then the pipelined ping.
         let before = stream_drops();
-        let (outputs, p) = drive(&mut ex, &mut input);
-        assert_eq!(
-            p,
-            Progress::NeedMore {
-                phase: Phase::Idle,
-                min_len: 1
-            }
-        );
+        let outputs = drive_to_idle(&mut ex, &mut input);
         assert_eq!(outputs.len(), 1);
         let text = String::from_utf8(outputs[0].clone()).unwrap();
         assert!(
@@ -1231,14 +1237,7 @@ mod tests {
         let before = stream_drops();
         let mut ex = Exchange::default();
         let mut input = [b"HEAD /stream HTTP/1.1\r\n\r\n".as_slice(), PING].concat();
-        let (outputs, p) = drive(&mut ex, &mut input);
-        assert_eq!(
-            p,
-            Progress::NeedMore {
-                phase: Phase::Idle,
-                min_len: 1
-            }
-        );
+        let outputs = drive_to_idle(&mut ex, &mut input);
         let text = String::from_utf8(outputs.concat()).unwrap();
         assert_eq!(statuses(text.as_bytes()), [200, 204]);
         assert!(
@@ -1258,14 +1257,7 @@ mod tests {
             PING,
         ]
         .concat();
-        let (outputs, p) = drive(&mut ex, &mut input);
-        assert_eq!(
-            p,
-            Progress::NeedMore {
-                phase: Phase::Idle,
-                min_len: 1
-            }
-        );
+        let outputs = drive_to_idle(&mut ex, &mut input);
         let text = String::from_utf8(outputs.concat()).unwrap();
         assert_eq!(statuses(text.as_bytes()), [200, 204]);
         assert!(text.contains("Connection: keep-alive\r\n"), "{text}");
@@ -1298,14 +1290,7 @@ mod tests {
     fn a_source_that_gathers_first_is_sent_whole_with_its_length_once_it_is_done() {
         let mut ex = Exchange::default();
         let mut input = [b"GET /gathered HTTP/1.1\r\n\r\n".as_slice(), PING].concat();
-        let (outputs, p) = drive(&mut ex, &mut input);
-        assert_eq!(
-            p,
-            Progress::NeedMore {
-                phase: Phase::Idle,
-                min_len: 1
-            }
-        );
+        let outputs = drive_to_idle(&mut ex, &mut input);
         // Nothing at all while it gathers: not even the head.
         assert_eq!(outputs.len(), 3, "{outputs:?}");
         assert!(outputs[0].is_empty() && outputs[1].is_empty());

@@ -73,13 +73,8 @@ impl Reply {
     /// produced once the previous one was written. Not for bodiless statuses.
     pub fn stream(status: u16, content_type: &'static str, source: Box<dyn BodySource>) -> Reply {
         Reply {
-            status,
-            content_type: Some(content_type),
-            has_body: true,
-            headers: Vec::new(),
-            close: false,
-            defer: false,
             stream: Some(source),
+            ..Reply::with_body(status, content_type)
         }
     }
 }

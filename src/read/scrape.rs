@@ -24,6 +24,7 @@
 //! ends its registration with the store; that may happen on the reactor, so it never
 //! waits for the store's lock (see [`SteppedReader`]'s `Drop`).
 
+use std::cell::Cell;
 use std::io::{self, Write};
 use std::sync::Arc;
 
@@ -31,7 +32,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use crate::http::BodySource;
-use crate::ingest::{Pipeline, SteppedReader};
+use crate::ingest::{Pipeline, SteppedRead, SteppedReader};
 use crate::read::exposition::{MetricsRender, OwnFamily};
 use crate::read::series::{SeriesFilter, SeriesRead};
 use crate::tuning::{STREAM_PART, STREAM_PART_STEPS};
@@ -76,12 +77,48 @@ impl Encoded for GzEncoder<Vec<u8>> {
     }
 }
 
+/// A read of the store a part at a time: registered with the store on its first part
+/// (a `HEAD` never asks for one), ended once the read is complete (or by its drop).
+struct PartReader {
+    pipeline: Arc<Pipeline>,
+    reader: Option<SteppedReader<Arc<Pipeline>>>,
+}
+
+impl PartReader {
+    fn new(pipeline: Arc<Pipeline>) -> PartReader {
+        PartReader {
+            pipeline,
+            reader: None,
+        }
+    }
+
+    /// Runs one part of `read`: at most [`STREAM_PART_STEPS`] steps, fewer once
+    /// `enough(read)` holds after one. `true` once the read is complete (and its
+    /// registration ended).
+    fn part<R: SteppedRead>(&mut self, read: &mut R, enough: impl Fn(&R) -> bool) -> bool {
+        let pipeline = &self.pipeline;
+        let reader = self
+            .reader
+            .get_or_insert_with(|| SteppedReader::new(Arc::clone(pipeline)));
+        let steps = Cell::new(0u32);
+        let until = |r: &R| {
+            steps.set(steps.get() + 1);
+            steps.get() >= STREAM_PART_STEPS || enough(r)
+        };
+        if !reader.advance(read, until) {
+            return false;
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.finish();
+        }
+        true
+    }
+}
+
 /// The `/metrics` body: a render, the read it runs through, and the server's own families
 /// (taken when the request was answered, rendered at the end).
 pub struct MetricsBody<E: Encoded> {
-    pipeline: Arc<Pipeline>,
-    /// Registered on the first part (a `HEAD` never asks for one).
-    reader: Option<SteppedReader<Arc<Pipeline>>>,
+    reader: PartReader,
     /// `None` once the body is complete.
     render: Option<MetricsRender<E>>,
     own: Vec<OwnFamily<'static>>,
@@ -105,8 +142,7 @@ pub fn metrics_body(
 impl<E: Encoded> MetricsBody<E> {
     pub fn new(pipeline: Arc<Pipeline>, own: Vec<OwnFamily<'static>>, out: E) -> Self {
         MetricsBody {
-            pipeline,
-            reader: None,
+            reader: PartReader::new(pipeline),
             render: Some(MetricsRender::new(out)),
             own,
         }
@@ -118,22 +154,11 @@ impl<E: Encoded> BodySource for MetricsBody<E> {
         let Some(render) = self.render.as_mut() else {
             return Ok(true);
         };
-        let reader = self
-            .reader
-            .get_or_insert_with(|| SteppedReader::new(Arc::clone(&self.pipeline)));
-        let steps = std::cell::Cell::new(0u32);
-        let part_ready = |r: &MetricsRender<E>| {
-            steps.set(steps.get() + 1);
-            r.out().ready() >= STREAM_PART || steps.get() >= STREAM_PART_STEPS
-        };
-        if !reader.advance(render, part_ready) {
+        if !self.reader.part(render, |r| r.out().ready() >= STREAM_PART) {
             render.out_mut().take_into(out);
             return Ok(false);
         }
-        // Every user series is written: the store is not needed any more.
-        if let Some(reader) = self.reader.take() {
-            reader.finish();
-        }
+        // Every user series is written (and the store let go of): the server's own last.
         if let Some(render) = self.render.take() {
             render.finish(&self.own)?.finish_into(out)?;
         }
@@ -141,10 +166,9 @@ impl<E: Encoded> BodySource for MetricsBody<E> {
     }
 }
 
-/// The `/series` body: a read of the store in slices, a few per call, then the listing.
+/// The `/series` body: a read of the store a slice per call, then the listing.
 pub struct SeriesBody {
-    pipeline: Arc<Pipeline>,
-    reader: Option<SteppedReader<Arc<Pipeline>>>,
+    reader: PartReader,
     /// `None` once the listing is written.
     read: Option<SeriesRead>,
 }
@@ -152,8 +176,7 @@ pub struct SeriesBody {
 /// The body of a `/series` answer listing what `filter` selects of `pipeline`'s store.
 pub fn series_body(pipeline: Arc<Pipeline>, filter: SeriesFilter) -> Box<dyn BodySource> {
     Box::new(SeriesBody {
-        pipeline,
-        reader: None,
+        reader: PartReader::new(pipeline),
         read: Some(SeriesRead::new(filter)),
     })
 }
@@ -163,19 +186,8 @@ impl BodySource for SeriesBody {
         let Some(read) = self.read.as_mut() else {
             return Ok(true);
         };
-        let reader = self
-            .reader
-            .get_or_insert_with(|| SteppedReader::new(Arc::clone(&self.pipeline)));
-        let steps = std::cell::Cell::new(0u32);
-        let enough = |_: &SeriesRead| {
-            steps.set(steps.get() + 1);
-            steps.get() >= STREAM_PART_STEPS
-        };
-        if !reader.advance(read, enough) {
+        if !self.reader.part(read, |_| false) {
             return Ok(false);
-        }
-        if let Some(reader) = self.reader.take() {
-            reader.finish();
         }
         if let Some(read) = self.read.take() {
             read.finish(out);

@@ -452,6 +452,15 @@ impl Reader {
     }
 }
 
+/// A gzip body, decompressed as text.
+pub fn gunzip(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .expect("a valid gzip body");
+    text
+}
+
 /// The body of a chunked message (`raw` starts at its first chunk-size line and holds the
 /// whole message); panics on bad framing or a missing last chunk.
 pub fn decode_chunked(raw: &[u8]) -> Vec<u8> {
