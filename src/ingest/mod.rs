@@ -38,7 +38,6 @@ pub mod queue;
 mod slots;
 pub mod write;
 
-use std::borrow::Borrow;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -345,20 +344,20 @@ impl Pipeline {
 }
 
 /// A [`SteppedRead`] run a few steps at a time, across as many calls as it takes (a
-/// streamed `/metrics` answer: one call per part, each on whichever worker has the job),
+/// streamed `/metrics` answer or a `/series` read: one call per part, each on whichever worker has the job),
 /// registered with the store ([`SeriesStore::begin_read`]) from its creation until
-/// [`SteppedReader::finish`] or its drop. `P` is how the pipeline is held: borrowed for a
-/// read done in one call, an `Arc` for one that outlives its request's job.
-pub struct SteppedReader<P: Borrow<Pipeline>> {
-    pipeline: P,
+/// [`SteppedReader::finish`] or its drop. It holds the pipeline by `Arc`: the read
+/// outlives the job of the request that started it.
+pub struct SteppedReader {
+    pipeline: Arc<Pipeline>,
     registered: bool,
     done: bool,
 }
 
-impl<P: Borrow<Pipeline>> SteppedReader<P> {
+impl SteppedReader {
     /// Registers a read with the store.
-    pub fn new(pipeline: P) -> SteppedReader<P> {
-        lock(&pipeline.borrow().store).begin_read();
+    pub fn new(pipeline: Arc<Pipeline>) -> SteppedReader {
+        lock(&pipeline.store).begin_read();
         SteppedReader {
             pipeline,
             registered: true,
@@ -373,7 +372,7 @@ impl<P: Borrow<Pipeline>> SteppedReader<P> {
         if self.done {
             return true;
         }
-        let p = self.pipeline.borrow();
+        let p = &*self.pipeline;
         let mut first = true;
         loop {
             if !first {
@@ -400,11 +399,11 @@ impl<P: Borrow<Pipeline>> SteppedReader<P> {
     /// Ends the registration, waiting for the lock (a worker may).
     pub fn finish(mut self) {
         self.registered = false;
-        lock(&self.pipeline.borrow().store).end_read();
+        lock(&self.pipeline.store).end_read();
     }
 }
 
-impl<P: Borrow<Pipeline>> Drop for SteppedReader<P> {
+impl Drop for SteppedReader {
     /// A read abandoned (a client gone, a panicking step, a shutdown), possibly on the
     /// reactor, which must not wait for the lock: ended now if the lock is free, otherwise
     /// by the aggregator before it next changes the store.
@@ -412,7 +411,7 @@ impl<P: Borrow<Pipeline>> Drop for SteppedReader<P> {
         if !self.registered {
             return;
         }
-        let p = self.pipeline.borrow();
+        let p = &*self.pipeline;
         match p.store.try_lock() {
             Ok(mut store) => store.end_read(),
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().end_read(),

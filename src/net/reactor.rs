@@ -14,7 +14,7 @@
 //!   write's `204` until the write log has the write (a log error replaces it with a
 //!   `503`), a `DELETE /series` until the aggregator applied it (the ack carries the
 //!   count, written as `200 {"deleted":N}`). The connection stays in flight meanwhile;
-//!   nothing here waits for it. A streamed body (`/metrics`) comes back a part per job:
+//!   nothing here waits for it. A streamed body (`/metrics`, `/series`) comes back a part per job:
 //!   once a part is written, the connection is dispatched again, without reading, and a
 //!   worker makes the next part; closing a connection drops its body's source here, which
 //!   must not (and does not) wait for anything;

@@ -81,7 +81,7 @@ impl Encoded for GzEncoder<Vec<u8>> {
 /// (a `HEAD` never asks for one), ended once the read is complete (or by its drop).
 struct PartReader {
     pipeline: Arc<Pipeline>,
-    reader: Option<SteppedReader<Arc<Pipeline>>>,
+    reader: Option<SteppedReader>,
 }
 
 impl PartReader {
